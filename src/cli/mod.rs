@@ -1,0 +1,128 @@
+//! The command line: `serve`, `check-config`, `migrate`, `trace`.
+
+mod trace;
+
+use crate::config::{self, Config};
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "passerelle", version, about = "A secure mail gateway")]
+pub struct Cli {
+    /// The policy file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PASSERELLE_CONFIG",
+        default_value = "/etc/passerelle/passerelle.toml"
+    )]
+    config: PathBuf,
+    /// Log lines for people or for machines.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGTERM or SIGINT.
+    Serve,
+    /// Check the policy file: every error with its key path; exit 1 if there is any.
+    CheckConfig,
+    /// Apply the store's migrations and exit (`serve` also does it at start).
+    Migrate,
+    /// Print the story of one message from the event store.
+    Trace {
+        /// The id from our `250 2.0.0 queued as <id>` reply or `Received:` header.
+        message_id: String,
+        /// One JSON object per event instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    crate::tls::install_provider();
+    let config = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Command::CheckConfig = cli.command {
+        println!(
+            "{}: OK ({} listeners, {} domains, store {}, hash {})",
+            cli.config.display(),
+            config.listeners.len(),
+            config.relay.domains.len(),
+            config::redact_url(&config.store.url),
+            config.hash
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, config)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
+    match command {
+        Command::Serve => crate::daemon::serve(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            println!("migrations applied to {}", config::redact_url(&config.store.url));
+            store.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Trace { message_id, json } => {
+            let store = open_store(&config).await?;
+            let found = trace::print(&store, &message_id, json).await?;
+            store.close().await;
+            Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::CheckConfig => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn open_store(config: &Config) -> Result<crate::store::Store> {
+    let store =
+        crate::store::Store::connect(&config.store.url, config.store.max_connections).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+fn init_logs(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,64 @@
+use super::{Errors, section};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Value;
+
+/// `[relay]`: whose mail we accept. Inbound: recipients in `domains`, from anyone.
+/// Outbound: any recipient, only from a client in `networks`. Everything else: `554 5.7.1`.
+#[derive(Debug, Clone, Default)]
+pub struct Relay {
+    /// Client networks (CIDR) allowed to relay outbound.
+    pub networks: Vec<String>,
+    /// Our own domains (lower case), each with its next hop.
+    pub domains: BTreeMap<String, Route>,
+}
+
+/// `[relay.domains."example.org"]`: where mail for one of our domains goes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// `host:port` of the organisation's internal mail server.
+    pub next_hop: String,
+    /// `require` (TLS, any certificate) or `require-verified` (chain and host name checked).
+    #[serde(default)]
+    pub tls: RouteTls,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteTls {
+    #[default]
+    Require,
+    RequireVerified,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct Top {
+    networks: Vec<String>,
+    // Each domain is read on its own below, so that every bad one is reported.
+    domains: Option<Value>,
+}
+
+pub(super) fn parse(value: Option<Value>, errors: &mut Errors) -> Relay {
+    let top: Top = section(value, "relay", errors);
+    let mut domains = BTreeMap::new();
+    match top.domains {
+        None => {}
+        Some(Value::Table(t)) => {
+            for (name, v) in t {
+                let key = format!("relay.domains.\"{name}\"");
+                let route: Route = section(Some(v), &key, errors);
+                domains.insert(name.to_ascii_lowercase(), route);
+            }
+        }
+        Some(other) => errors.add(
+            "relay.domains",
+            format!("expected a table of domains, got {}", other.type_str()),
+        ),
+    }
+    Relay {
+        networks: top.networks,
+        domains,
+    }
+}

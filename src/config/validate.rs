@@ -1,0 +1,175 @@
+//! What serde cannot check: addresses, networks, files, ranges, and rules between sections.
+
+use super::{Config, Errors};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+pub(super) fn validate(c: &Config, e: &mut Errors) {
+    if c.server.hostname.trim().is_empty() || c.server.hostname.contains(char::is_whitespace) {
+        e.add("server.hostname", "must be a host name without spaces");
+    }
+    if c.server.node.trim().is_empty() || c.server.node.contains(char::is_whitespace) {
+        e.add("server.node", "must be a name without spaces");
+    }
+
+    if c.listeners.is_empty() {
+        e.add("listeners", "at least one [[listeners]] entry is needed");
+    }
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let key = |k: &str| format!("listeners[{i}].{k}");
+        if l.name.is_empty() {
+            e.add(key("name"), "must not be empty");
+        } else if !names.insert(&l.name) {
+            e.add(key("name"), format!("\"{}\" is used twice", l.name));
+        }
+        match l.address.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 && !addrs.insert(a) => {
+                e.add(key("address"), format!("{a} is used twice"))
+            }
+            Ok(_) => {}
+            Err(_) => e.add(
+                key("address"),
+                format!("expected ip:port, got \"{}\"", l.address),
+            ),
+        }
+    }
+
+    let s = &c.session;
+    positive(e, "session.max_connections", s.max_connections);
+    positive(e, "session.max_connections_per_ip", s.max_connections_per_ip);
+    positive(e, "session.max_recipients", s.max_recipients);
+    positive(e, "session.max_errors", s.max_errors);
+    if s.max_message_size < 1024 {
+        e.add("session.max_message_size", "must be at least 1024 octets");
+    }
+    for (k, d) in [
+        ("session.command_timeout", s.command_timeout),
+        ("session.data_timeout", s.data_timeout),
+        ("session.tls_timeout", s.tls_timeout),
+    ] {
+        if d.is_zero() {
+            e.add(k, "must be longer than 0s");
+        }
+    }
+
+    let t = &c.tls;
+    let (cert, key) = (t.certificate.exists(), t.private_key.exists());
+    if !(t.generate_if_missing && !cert && !key) {
+        if !cert {
+            e.add(
+                "tls.certificate",
+                format!("file not found: {}", t.certificate.display()),
+            );
+        }
+        if !key {
+            e.add(
+                "tls.private_key",
+                format!("file not found: {}", t.private_key.display()),
+            );
+        }
+    }
+
+    for (i, n) in c.relay.networks.iter().enumerate() {
+        if crate::relay::parse_network(n).is_none() {
+            e.add(
+                format!("relay.networks[{i}]"),
+                format!("expected a network like 192.0.2.0/24 or 2001:db8::/32, got \"{n}\""),
+            );
+        }
+    }
+    for (domain, route) in &c.relay.domains {
+        let key = |k: &str| format!("relay.domains.\"{domain}\".{k}");
+        if !crate::envelope::is_domain(domain) {
+            e.add(
+                format!("relay.domains.\"{domain}\""),
+                "not a valid domain name",
+            );
+        }
+        if crate::queue::route::parse_host_port(&route.next_hop).is_none() {
+            e.add(
+                key("next_hop"),
+                format!("expected host:port, got \"{}\"", route.next_hop),
+            );
+        }
+    }
+
+    let q = &c.queue;
+    if q.retry.is_empty() || q.retry.iter().any(|d| d.is_zero()) {
+        e.add("queue.retry", "needs at least one wait, each longer than 0s");
+    }
+    if q.lifetime.is_zero() {
+        e.add("queue.lifetime", "must be longer than 0s");
+    }
+    if q.lease < std::time::Duration::from_secs(1) {
+        e.add("queue.lease", "must be at least 1s");
+    }
+    if q.poll_interval.is_zero() {
+        e.add("queue.poll_interval", "must be longer than 0s");
+    }
+    positive(e, "queue.concurrency", q.concurrency);
+    positive(e, "queue.batch", q.batch);
+
+    let d = &c.delivery;
+    if !d.smarthost.is_empty() && crate::queue::route::parse_host_port(&d.smarthost).is_none() {
+        e.add(
+            "delivery.smarthost",
+            format!("expected host:port, got \"{}\"", d.smarthost),
+        );
+    }
+    if let Some(ca) = d.trusted_ca.as_ref().filter(|ca| !ca.exists()) {
+        e.add(
+            "delivery.trusted_ca",
+            format!("file not found: {}", ca.display()),
+        );
+    }
+    if d.port == 0 {
+        e.add("delivery.port", "must not be 0");
+    }
+
+    let url = &c.store.url;
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        e.add(
+            "store.url",
+            format!("expected sqlite://PATH or postgres://…, got \"{}\"", redact_url(url)),
+        );
+    }
+    if c.store.max_connections == 0 {
+        e.add("store.max_connections", "must be at least 1");
+    }
+
+    for (i, ns) in c.dns.nameservers.iter().enumerate() {
+        if ns.parse::<SocketAddr>().is_err() {
+            e.add(
+                format!("dns.nameservers[{i}]"),
+                format!("expected ip:port, got \"{ns}\""),
+            );
+        }
+    }
+    positive(e, "dns.attempts", c.dns.attempts);
+    if c.dns.timeout.is_zero() {
+        e.add("dns.timeout", "must be longer than 0s");
+    }
+}
+
+fn positive(e: &mut Errors, key: &str, n: usize) {
+    if n == 0 {
+        e.add(key, "must be at least 1");
+    }
+}
+
+/// A store URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

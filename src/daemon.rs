@@ -1,0 +1,130 @@
+//! Boot order and graceful stop: load and check the config → certificate → store → migrate →
+//! take back this node's leases → bind every listener (all or nothing) → scheduler → accept;
+//! on SIGTERM/SIGINT stop accepting, let sessions finish (bounded), let the scheduler give back
+//! its leases, exit 0.
+
+use crate::config::Config;
+use crate::queue::scheduler;
+use crate::relay::RelayRules;
+use crate::shutdown::Shutdown;
+use crate::smtp::listener::{self, Limits, Listener};
+use crate::store::Store;
+use crate::store::events::Recorder;
+use crate::tls::{self, ClientTls};
+use anyhow::{Context as _, Result};
+use hickory_resolver::TokioResolver;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+/// How long sessions still open at shutdown may take to finish.
+const SESSION_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything a session or a delivery needs, shared.
+pub struct Context {
+    pub config: Config,
+    pub relay: RelayRules,
+    pub store: Store,
+    pub recorder: Recorder,
+    pub resolver: TokioResolver,
+    pub client_tls: ClientTls,
+    /// Wakes the scheduler when a message is queued.
+    pub queue_notify: Notify,
+    pub shutdown: Shutdown,
+}
+
+pub async fn serve(config: Config) -> Result<()> {
+    tracing::info!(
+        config = %config.path.display(),
+        config_hash = %config.hash,
+        node = %config.server.node,
+        "starting"
+    );
+    tls::ensure_certificate(&config)?;
+    let server_tls = tls::server_config(&config)?;
+    let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+    store.migrate().await?;
+    // Leases this node held when it last stopped (a crash) are ours to take back now.
+    let released = store.release(&config.server.node).await?;
+    if released > 0 {
+        tracing::info!(recipients = released, "took back this node's queue leases");
+    }
+
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let socket = TcpListener::bind(&l.address)
+            .await
+            .with_context(|| format!("listener {}: cannot listen on {}", l.name, l.address))?;
+        tracing::info!(
+            listener = %l.name,
+            address = %socket.local_addr()?,
+            tls = ?l.tls,
+            "listening"
+        );
+        bound.push(Listener {
+            name: l.name.clone(),
+            kind: l.tls,
+            socket,
+        });
+    }
+
+    let ctx = Arc::new(Context {
+        relay: RelayRules::new(&config.relay),
+        resolver: crate::dns::resolver(&config.dns)?,
+        client_tls: tls::client_configs(&config)?,
+        recorder: Recorder {
+            node: config.server.node.clone(),
+            config_hash: config.hash.clone(),
+        },
+        store,
+        queue_notify: Notify::new(),
+        shutdown: Shutdown::default(),
+        config,
+    });
+
+    let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
+    let limits = Limits::new(
+        ctx.config.session.max_connections,
+        ctx.config.session.max_connections_per_ip,
+    );
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let acceptor = TlsAcceptor::from(server_tls);
+    let mut accepting = Vec::new();
+    for l in bound {
+        accepting.push(tokio::spawn(listener::run(
+            ctx.clone(),
+            l,
+            acceptor.clone(),
+            limits.clone(),
+            done_tx.clone(),
+        )));
+    }
+    drop(done_tx);
+    tracing::info!("ready");
+
+    wait_for_signal().await;
+    tracing::info!("stopping: no new connections; open sessions may finish");
+    ctx.shutdown.trigger();
+    for a in accepting {
+        let _ = a.await;
+    }
+    if tokio::time::timeout(SESSION_GRACE, done_rx.recv()).await.is_err() {
+        tracing::warn!("sessions still open after the grace period were cut off");
+    }
+    let _ = scheduler.await;
+    ctx.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,29 @@
+//! Passerelle: a secure mail gateway.
+//!
+//! # Layout
+//!
+//! Modules are named after what a message passes through, in that order:
+//!
+//! - [`config`]: the TOML policy file, one struct per section; every error with its key path.
+//! - [`smtp`]: listeners (connection limits), the session state machine, one file per command;
+//!   STARTTLS is required before MAIL on an MX listener.
+//! - [`relay`]: who may send to whom (own domains inbound, authorised networks outbound).
+//! - [`envelope`], [`message`]: what a transaction established; the id and `Received:` header.
+//! - [`store`]: SQLite or PostgreSQL behind one interface; the append-only event log.
+//! - [`queue`]: enqueue in one transaction, a scheduler claiming due recipients with a lease,
+//!   routes (own next hops, smarthost, MX), delivery with required TLS, retries, expiry.
+//! - [`dns`], [`tls`]: the one resolver and the rustls configurations.
+//! - [`daemon`], [`shutdown`]: boot order and graceful stop; [`cli`]: the commands.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod dns;
+pub mod envelope;
+pub mod message;
+pub mod queue;
+pub mod relay;
+pub mod shutdown;
+pub mod smtp;
+pub mod store;
+pub mod tls;

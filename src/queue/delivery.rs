@@ -1,0 +1,231 @@
+//! One delivery attempt: the recipients of one message in one domain, over one connection.
+//! Route → connect → EHLO → STARTTLS (required: never in clear) → MAIL → RCPT each → DATA, then
+//! each recipient's outcome is classified in one place, [`classify`].
+
+use super::RecipientStatus;
+use super::retry::{self, Retry};
+use super::route::{self, RouteError, Target};
+use super::store::{Claimed, Outcome, Queued};
+use crate::config::RouteTls;
+use crate::daemon::Context;
+use crate::store::now_ms;
+use mail_send::SmtpClient;
+use serde_json::{Value, json};
+use smtp_proto::{EXT_START_TLS, Response};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// How one recipient's attempt ended, before it is turned into a queue state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Result {
+    Delivered(String),
+    /// 4xx, or no conclusive answer (connection, TLS, timeout).
+    Temporary(String),
+    /// 5xx, or a destination that cannot exist.
+    Permanent(String),
+}
+
+/// Delivers `rcpts` (one message, one domain) and records the outcome.
+pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
+    let message_id = rcpts[0].message_id.clone();
+    let domain = rcpts[0].domain.clone();
+    let (results, attempt, queued_at) = match ctx.store.queued(&message_id).await {
+        Ok(Some(msg)) => {
+            let (results, detail) = attempt(&ctx, &msg, &domain, &rcpts).await;
+            (results, detail, msg.received_at)
+        }
+        Ok(None) => {
+            let why = "5.3.0 message body missing from the store".to_owned();
+            (vec![Result::Permanent(why); rcpts.len()], json!({}), now_ms())
+        }
+        Err(e) => {
+            tracing::warn!(%message_id, error = %e, "reading a queued message");
+            let why = format!("4.3.0 store: {e}");
+            (vec![Result::Temporary(why); rcpts.len()], json!({}), now_ms())
+        }
+    };
+    let now = now_ms();
+    let outcomes: Vec<Outcome> = rcpts
+        .into_iter()
+        .zip(results)
+        .map(|(r, res)| {
+            let o = classify(&ctx, r, res, &attempt, queued_at, now);
+            tracing::info!(
+                message_id = %o.recipient.message_id,
+                status = o.status.as_str(),
+                reply = %o.reply,
+                host = %o.attempt["host"].as_str().unwrap_or(""),
+                "delivery attempt"
+            );
+            o
+        })
+        .collect();
+    if let Err(e) = ctx.store.finish(&ctx.recorder, &outcomes, now).await {
+        // The lease runs out and the recipients are tried again: a duplicate at worst, never a loss.
+        tracing::error!(%message_id, error = %e, "recording delivery outcomes");
+    }
+}
+
+/// The one place that turns an attempt's result into a recipient's next state.
+fn classify(
+    ctx: &Context,
+    recipient: Claimed,
+    result: Result,
+    attempt: &Value,
+    queued_at: i64,
+    now: i64,
+) -> Outcome {
+    let q = &ctx.config.queue;
+    let mut detail = attempt.clone();
+    let (status, next, reply) = match result {
+        Result::Delivered(reply) => (RecipientStatus::Delivered, now, reply),
+        Result::Permanent(reply) => (RecipientStatus::Failed, now, reply),
+        Result::Temporary(reply) => {
+            match retry::next_attempt(&q.retry, q.lifetime, recipient.attempts + 1, queued_at, now)
+            {
+                Retry::At(at) => (RecipientStatus::Deferred, at, reply),
+                Retry::Expired => {
+                    detail["expired"] = json!(true);
+                    let why = format!("queue lifetime over; last error: {reply}");
+                    (RecipientStatus::Failed, now, why)
+                }
+            }
+        }
+    };
+    detail["reply"] = json!(reply);
+    Outcome {
+        recipient,
+        status,
+        next_attempt_at: next,
+        reply,
+        attempt: detail,
+    }
+}
+
+/// Tries the route's hosts in order until one gives a conclusive answer.
+async fn attempt(
+    ctx: &Context,
+    msg: &Queued,
+    domain: &str,
+    rcpts: &[Claimed],
+) -> (Vec<Result>, Value) {
+    let all = |r: Result| vec![r; rcpts.len()];
+    let targets = match route::resolve(&ctx.config, &ctx.resolver, domain).await {
+        Ok(t) => t,
+        Err(RouteError::Permanent(why)) => return (all(Result::Permanent(format!("5.1.2 {why}"))), json!({})),
+        Err(RouteError::Temporary(why)) => return (all(Result::Temporary(format!("4.4.3 {why}"))), json!({})),
+    };
+    let mut last = String::from("no host to try");
+    let mut detail = json!({});
+    for target in targets {
+        detail = json!({ "host": target.host, "address": target.addr.to_string() });
+        match session(ctx, &target, msg, rcpts, &mut detail).await {
+            Ok(results) => return (results, detail),
+            Err(why) => {
+                tracing::debug!(host = %target.addr, %why, "host failed, trying the next");
+                last = why;
+            }
+        }
+    }
+    detail["error"] = json!(last);
+    (all(Result::Temporary(last)), detail)
+}
+
+/// One SMTP session with one host. `Err` means "no conclusive answer: try another host".
+async fn session(
+    ctx: &Context,
+    target: &Target,
+    msg: &Queued,
+    rcpts: &[Claimed],
+    detail: &mut Value,
+) -> std::result::Result<Vec<Result>, String> {
+    let d = &ctx.config.delivery;
+    let me = &ctx.config.server.hostname;
+    let mut client = SmtpClient::connect(target.addr, d.connect_timeout)
+        .await
+        .map_err(|e| format!("4.4.1 connecting to {}: {e}", target.addr))?;
+    client.timeout = d.command_timeout;
+    let greeting = client.read().await.map_err(|e| format!("4.4.2 greeting: {e}"))?;
+    if greeting.code != 220 {
+        return Err(format!("greeting: {}", text(&greeting)));
+    }
+    let ehlo = client.ehlo(me).await.map_err(|e| format!("EHLO: {e}"))?;
+    if !ehlo.has_capability(EXT_START_TLS) {
+        return Err("4.7.4 TLS is required but the server does not offer STARTTLS".into());
+    }
+    let (config, verify) = match target.tls {
+        RouteTls::Require => (ctx.client_tls.any.clone(), false),
+        RouteTls::RequireVerified => (ctx.client_tls.verified.clone(), true),
+    };
+    let mut client = client
+        .start_tls(&TlsConnector::from(config), &target.host)
+        .await
+        .map_err(|e| format!("4.7.5 TLS with {}: {e}", target.host))?;
+    let facts = crate::tls::facts(client.tls_connection());
+    detail["tls_version"] = json!(facts.version);
+    detail["tls_cipher"] = json!(facts.cipher);
+    detail["tls_verified"] = json!(verify);
+    client.ehlo(me).await.map_err(|e| format!("EHLO after STARTTLS: {e}"))?;
+    let results = transaction(&mut client, msg, rcpts).await?;
+    let _ = client.quit().await;
+    Ok(results)
+}
+
+async fn transaction(
+    client: &mut SmtpClient<TlsStream<TcpStream>>,
+    msg: &Queued,
+    rcpts: &[Claimed],
+) -> std::result::Result<Vec<Result>, String> {
+    let io = |e: mail_send::Error| format!("4.4.2 {e}");
+    let mail = client
+        .cmd(format!("MAIL FROM:<{}>\r\n", msg.sender))
+        .await
+        .map_err(io)?;
+    if mail.code >= 500 {
+        return Ok(vec![Result::Permanent(text(&mail)); rcpts.len()]);
+    } else if mail.code >= 400 {
+        return Err(text(&mail));
+    }
+    let mut results: Vec<Option<Result>> = Vec::with_capacity(rcpts.len());
+    for r in rcpts {
+        let reply = client
+            .cmd(format!("RCPT TO:<{}>\r\n", r.address))
+            .await
+            .map_err(io)?;
+        results.push(match reply.code {
+            200..=299 => None,
+            500.. => Some(Result::Permanent(text(&reply))),
+            _ => Some(Result::Temporary(text(&reply))),
+        });
+    }
+    if results.iter().all(Option::is_some) {
+        let _ = client.rset().await;
+        return Ok(results.into_iter().flatten().collect());
+    }
+    // mail-send appends CRLF.CRLF itself; our stored message already ends with CRLF.
+    let body = msg.body.strip_suffix(b"\r\n").unwrap_or(&msg.body);
+    let data = match client.data(body).await {
+        Ok(reply) => Result::Delivered(text(&reply)),
+        Err(mail_send::Error::UnexpectedReply(reply)) if reply.code >= 500 => {
+            Result::Permanent(text(&reply))
+        }
+        Err(mail_send::Error::UnexpectedReply(reply)) => Result::Temporary(text(&reply)),
+        // The data may or may not have arrived: retrying risks a duplicate, never a loss.
+        Err(e) => Result::Temporary(format!("4.4.2 during DATA: {e}")),
+    };
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| data.clone()))
+        .collect())
+}
+
+fn text(r: &Response<String>) -> String {
+    let [a, b, c] = r.esc;
+    if a == 0 {
+        format!("{} {}", r.code, r.message)
+    } else {
+        format!("{} {a}.{b}.{c} {}", r.code, r.message)
+    }
+}

@@ -1,0 +1,30 @@
+//! The queue: accepted messages wait here, per recipient, until they are delivered, fail, or
+//! expire. Rows are claimed with a lease so that several nodes can share one PostgreSQL store.
+
+pub mod delivery;
+pub mod retry;
+pub mod route;
+pub mod scheduler;
+pub mod store;
+
+/// Where one recipient stands. The string forms are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// Never tried yet.
+    Queued,
+    /// Tried, failed temporarily, waiting for `next_attempt_at`.
+    Deferred,
+    Delivered,
+    Failed,
+}
+
+impl RecipientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Queued => "queued",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Failed => "failed",
+        }
+    }
+}

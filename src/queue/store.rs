@@ -1,0 +1,211 @@
+//! The queue's SQL: enqueue in one transaction, claim due recipients with a lease, record the
+//! outcome of each attempt with its events, release leases at shutdown.
+
+use super::RecipientStatus;
+use crate::store::events::{EventKind, Recorder};
+use crate::store::{Backend, Store};
+use anyhow::Result;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+/// A message ready to be queued.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub direction: &'static str,
+    pub sender: String,
+    /// The message as it will be delivered, our `Received:` header first.
+    pub body: Vec<u8>,
+    /// Addresses with the domain lower-cased.
+    pub rcpts: Vec<String>,
+    /// What the `received` event says (client, TLS, listener, …).
+    pub detail: Value,
+}
+
+/// A recipient this node now holds a lease on.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub message_id: String,
+    pub address: String,
+    pub domain: String,
+    pub attempts: i64,
+}
+
+/// The result of one attempt for one recipient.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub recipient: Claimed,
+    pub status: RecipientStatus,
+    /// For `Deferred`: when to try again (unix ms).
+    pub next_attempt_at: i64,
+    pub reply: String,
+    /// The attempt event's detail: host, TLS version, cipher, …
+    pub attempt: Value,
+}
+
+/// A queued message's envelope and bytes, for delivery.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub sender: String,
+    pub received_at: i64,
+    pub body: Vec<u8>,
+}
+
+impl Store {
+    /// Writes the message, its recipients and its `received` event in one transaction. When this
+    /// returns Ok, the message is on disk and the client may be told `250`.
+    pub async fn enqueue(&self, rec: &Recorder, m: &NewMessage, now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO messages (id, direction, sender, size, body, received_at, node, config_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&m.id)
+        .bind(m.direction)
+        .bind(&m.sender)
+        .bind(m.body.len() as i64)
+        .bind(&m.body)
+        .bind(now)
+        .bind(&rec.node)
+        .bind(&rec.config_hash)
+        .execute(&mut *tx)
+        .await?;
+        for rcpt in &m.rcpts {
+            let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            sqlx::query(
+                "INSERT INTO recipients (message_id, address, domain, status, attempts, \
+                 next_attempt_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)",
+            )
+            .bind(&m.id)
+            .bind(rcpt)
+            .bind(domain)
+            .bind(RecipientStatus::Queued.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        rec.record(&mut tx, &m.id, None, EventKind::Received, m.detail.clone())
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due recipients for `owner` until `now + lease_ms`. A lease that ran
+    /// out (its node died) makes the recipient claimable again. PostgreSQL skips rows another
+    /// node is claiming at the same moment, so no two nodes get the same recipient.
+    pub async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>> {
+        let lock = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE recipients SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+               SELECT id FROM recipients \
+               WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $3 \
+                 AND (lease_until IS NULL OR lease_until < $3) \
+               ORDER BY next_attempt_at, id LIMIT $4 {lock}) \
+             RETURNING id, message_id, address, domain, attempts"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claimed {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    address: r.try_get("address")?,
+                    domain: r.try_get("domain")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest time a recipient becomes due, to know how long the scheduler may sleep.
+    pub async fn next_due(&self) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
+                        THEN lease_until ELSE next_attempt_at END) AS due \
+             FROM recipients WHERE status IN ('queued', 'deferred')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("due")?)
+    }
+
+    pub async fn queued(&self, message_id: &str) -> Result<Option<Queued>> {
+        let row = sqlx::query("SELECT sender, received_at, body FROM messages WHERE id = $1")
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Queued {
+                sender: r.try_get("sender")?,
+                received_at: r.try_get("received_at")?,
+                body: r.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records the outcomes of one attempt: each recipient's new state and its events, in one
+    /// transaction, and gives up the lease.
+    pub async fn finish(&self, rec: &Recorder, outcomes: &[Outcome], now: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for o in outcomes {
+            let r = &o.recipient;
+            sqlx::query(
+                "UPDATE recipients SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
+                 last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
+                 WHERE id = $5",
+            )
+            .bind(o.status.as_str())
+            .bind(o.next_attempt_at)
+            .bind(&o.reply)
+            .bind(now)
+            .bind(r.id)
+            .execute(&mut *tx)
+            .await?;
+            let who = Some(r.address.as_str());
+            rec.record(&mut tx, &r.message_id, who, EventKind::Attempt, o.attempt.clone())
+                .await?;
+            let kind = match o.status {
+                RecipientStatus::Delivered => EventKind::Delivered,
+                RecipientStatus::Failed => EventKind::Failed,
+                _ => EventKind::Deferred,
+            };
+            let mut detail = json!({ "reply": o.reply, "attempts": r.attempts + 1 });
+            if o.status == RecipientStatus::Deferred {
+                detail["next_attempt_at"] = json!(o.next_attempt_at);
+            }
+            rec.record(&mut tx, &r.message_id, who, kind, detail).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives back every lease `owner` holds, so the recipients are due again at once (graceful
+    /// shutdown, and start-up after a crash of this same node).
+    pub async fn release(&self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE recipients SET lease_owner = NULL, lease_until = NULL \
+             WHERE lease_owner = $1 AND status IN ('queued', 'deferred')",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

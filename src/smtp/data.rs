@@ -1,0 +1,324 @@
+//! DATA: reading the message safely, then storing it before we say `250`.
+//!
+//! The decoder is ours rather than smtp-proto's `DataReceiver` because it must, in the same pass,
+//! (1) end only on `<CRLF>.<CRLF>` even at the very start of DATA, where `DataReceiver` misses it,
+//! (2) refuse or normalise every bare CR and bare LF (SMTP smuggling, CVE-2023-51764/5/6),
+//! (3) bound line length and total size without holding more than the limit in memory.
+//!
+//! Only a CRLF starts a new SMTP line: a dot after a bare LF is content, never an end or a stuffed
+//! dot, so no reading of a bare line end can make us see a message end the sender did not mean.
+
+use crate::config::BareLf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    LineStart,
+    Mid,
+    Cr,
+    Dot,
+    DotCr,
+}
+
+/// Why a message that was read to its end is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    TooBig,
+    BareLineEnd,
+    LineTooLong,
+}
+
+/// RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+pub const MAX_TEXT_LINE: usize = 998;
+
+pub struct DataDecoder {
+    state: State,
+    line_len: usize,
+    max: usize,
+    policy: BareLf,
+    body: Vec<u8>,
+    too_big: bool,
+    bare: bool,
+    long_line: bool,
+}
+
+impl DataDecoder {
+    pub fn new(max: usize, policy: BareLf) -> Self {
+        DataDecoder {
+            state: State::LineStart,
+            line_len: 0,
+            max,
+            policy,
+            body: Vec::with_capacity(16 * 1024),
+            too_big: false,
+            bare: false,
+            long_line: false,
+        }
+    }
+
+    /// Consumes input; when the end of data is found, returns how many bytes of `input` it used.
+    pub fn feed(&mut self, input: &[u8]) -> Option<usize> {
+        for (i, &b) in input.iter().enumerate() {
+            if self.step(b) {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
+    /// The message, unstuffed, or why it is refused.
+    pub fn finish(self) -> Result<Vec<u8>, Problem> {
+        if self.too_big {
+            Err(Problem::TooBig)
+        } else if self.bare && self.policy == BareLf::Reject {
+            Err(Problem::BareLineEnd)
+        } else if self.long_line {
+            Err(Problem::LineTooLong)
+        } else {
+            Ok(self.body)
+        }
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        if self.too_big || (self.bare && self.policy == BareLf::Reject) {
+            return; // refused anyway: stop keeping bytes
+        }
+        if self.body.len() + bytes.len() > self.max {
+            self.too_big = true;
+            self.body = Vec::new();
+            return;
+        }
+        self.body.extend_from_slice(bytes);
+    }
+
+    fn count(&mut self) {
+        self.line_len += 1;
+        if self.line_len > MAX_TEXT_LINE {
+            self.long_line = true;
+        }
+    }
+
+    /// A CR or LF that is not part of a CRLF.
+    fn bare_line_end(&mut self) {
+        self.bare = true;
+        self.line_len = 0;
+        if self.policy == BareLf::Normalise {
+            self.emit(b"\r\n");
+        }
+    }
+
+    /// A byte inside a line.
+    fn mid(&mut self, b: u8) {
+        match b {
+            b'\r' => self.state = State::Cr,
+            b'\n' => {
+                self.bare_line_end();
+                self.state = State::Mid;
+            }
+            _ => {
+                self.count();
+                self.emit(&[b]);
+                self.state = State::Mid;
+            }
+        }
+    }
+
+    /// Returns true at the end of data.
+    fn step(&mut self, b: u8) -> bool {
+        match (self.state, b) {
+            (State::LineStart, b'.') => {
+                self.count();
+                self.state = State::Dot;
+            }
+            (State::LineStart | State::Mid, _) => self.mid(b),
+            (State::Cr, b'\n') => {
+                self.emit(b"\r\n");
+                self.line_len = 0;
+                self.state = State::LineStart;
+            }
+            (State::Cr, _) => {
+                self.bare_line_end();
+                self.mid(b);
+            }
+            // The leading dot of a stuffed line is dropped (RFC 5321 §4.5.2).
+            (State::Dot, b'\r') => self.state = State::DotCr,
+            (State::Dot, _) => self.mid(b),
+            (State::DotCr, b'\n') => return true,
+            (State::DotCr, _) => {
+                self.bare_line_end();
+                self.mid(b);
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], policy: BareLf) -> (Option<usize>, Result<Vec<u8>, Problem>) {
+        let mut d = DataDecoder::new(1 << 20, policy);
+        let end = d.feed(input);
+        (end, d.finish())
+    }
+
+    #[test]
+    fn ends_only_on_crlf_dot_crlf() {
+        use BareLf::*;
+        let cases: &[(&[u8], BareLf, Option<usize>, Result<&[u8], Problem>)] = &[
+            (b".\r\n", Reject, Some(3), Ok(b"")),
+            (b"a\r\n.\r\n", Reject, Some(6), Ok(b"a\r\n")),
+            (b"a\r\n.\r\nMAIL", Reject, Some(6), Ok(b"a\r\n")),
+            (b"..x\r\n.\r\n", Reject, Some(8), Ok(b".x\r\n")),
+            (b"a\r\n..\r\n.\r\n", Reject, Some(10), Ok(b"a\r\n.\r\n")),
+            // Smuggling variants never end the message.
+            (b"a\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\n.\r\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r.\rb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r\n.\rb", Reject, None, Err(Problem::BareLineEnd)),
+            // ...and once the real end comes, the message is refused (or normalised).
+            (b"a\n.\nb\r\n.\r\n", Reject, Some(10), Err(Problem::BareLineEnd)),
+            (b"a\n.\nb\r\n.\r\n", Normalise, Some(10), Ok(b"a\r\n.\r\nb\r\n")),
+            (b"a\rb\r\n.\r\n", Normalise, Some(8), Ok(b"a\r\nb\r\n")),
+            (b"a\r\n.\rb\r\n.\r\n", Normalise, Some(11), Ok(b"a\r\n\r\nb\r\n")),
+        ];
+        for (input, policy, end, want) in cases {
+            let (got_end, got) = run(input, *policy);
+            assert_eq!(got_end, *end, "{:?}", String::from_utf8_lossy(input));
+            if end.is_some() {
+                assert_eq!(got, want.map(|b| b.to_vec()), "{:?}", String::from_utf8_lossy(input));
+            } else {
+                assert!(got.is_err() || *policy == Normalise);
+            }
+        }
+    }
+
+    #[test]
+    fn split_anywhere_gives_the_same_result() {
+        let input = b"Subject: x\r\n\r\n..a\r\nb\r\n.\r\nQUIT\r\n";
+        for cut in 0..input.len() {
+            let mut d = DataDecoder::new(1 << 20, BareLf::Reject);
+            let first = d.feed(&input[..cut]);
+            let end = first.or_else(|| d.feed(&input[cut..]).map(|n| n + cut));
+            assert_eq!(end, Some(input.len() - 6), "cut at {cut}");
+            assert_eq!(d.finish().unwrap(), b"Subject: x\r\n\r\n.a\r\nb\r\n");
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long = [vec![b'x'; 999], b"\r\n.\r\n".to_vec()].concat();
+        assert_eq!(run(&long, BareLf::Reject).1, Err(Problem::LineTooLong));
+        let ok = [vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
+        assert!(run(&ok, BareLf::Reject).1.is_ok());
+        let mut d = DataDecoder::new(10, BareLf::Reject);
+        assert_eq!(d.feed(b"0123456789\r\n.\r\n"), Some(15));
+        assert_eq!(d.finish(), Err(Problem::TooBig));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The DATA command in the session.
+
+use super::connection::{Connection, ReadError};
+use super::reply;
+use super::session::Session;
+use crate::envelope::{Direction, Envelope};
+use crate::queue::store::NewMessage;
+use crate::store::now_ms;
+use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl Session {
+    /// Reads the message to its end, then refuses it or stores it; replies either way.
+    pub(super) async fn data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+    ) -> std::io::Result<()> {
+        let Some(tx) = self.tx.as_ref() else {
+            conn.reply(&reply::bad_sequence("send MAIL first"));
+            return Ok(());
+        };
+        if tx.rcpts.is_empty() {
+            conn.reply(&reply::no_valid_recipients());
+            return Ok(());
+        }
+        let s = &self.ctx.config.session;
+        conn.send(&reply::start_data()).await?;
+        let mut decoder = DataDecoder::new(s.max_message_size, s.bare_lf);
+        loop {
+            let chunk = match conn.read_chunk(s.data_timeout).await {
+                Ok(c) => c,
+                Err(ReadError::Timeout) => {
+                    conn.send(&reply::timeout()).await?;
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                Err(ReadError::Closed) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Err(ReadError::Io(e)) => return Err(e),
+            };
+            if let Some(used) = decoder.feed(&chunk) {
+                conn.unread(&chunk[used..]);
+                break;
+            }
+        }
+        let tx = self.tx.take().expect("checked above");
+        let reply = match decoder.finish() {
+            Err(Problem::TooBig) => reply::too_big(s.max_message_size),
+            Err(Problem::BareLineEnd) => reply::bare_lf_data(),
+            Err(Problem::LineTooLong) => reply::text_line_too_long(),
+            Ok(body) => self.store(tx, body).await,
+        };
+        conn.reply(&reply);
+        Ok(())
+    }
+
+    /// Writes the message durably; only then is the reply `250`.
+    async fn store(&mut self, tx: super::session::Transaction, body: Vec<u8>) -> reply::Reply {
+        let ctx = &self.ctx;
+        let id = crate::message::new_id();
+        let env = Envelope {
+            peer: self.peer,
+            listener: self.listener.clone(),
+            helo: self.helo.clone().unwrap_or_default(),
+            tls: self.tls.clone(),
+            mail_from: tx.mail_from,
+            rcpts: tx.rcpts,
+            direction: tx.direction.unwrap_or(Direction::Inbound),
+        };
+        let header = crate::message::received_header(&env, &ctx.config.server.hostname, &id);
+        let mut message = Vec::with_capacity(header.len() + body.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&body);
+        let detail = json!({
+            "client": self.peer.ip().to_string(),
+            "helo": env.helo,
+            "listener": env.listener,
+            "tls_version": env.tls.as_ref().map(|t| t.version.clone()),
+            "tls_cipher": env.tls.as_ref().map(|t| t.cipher.clone()),
+            "direction": env.direction.as_str(),
+            "from": env.mail_from,
+            "rcpts": env.rcpts,
+            "size": message.len(),
+        });
+        let new = NewMessage {
+            id: id.clone(),
+            direction: env.direction.as_str(),
+            sender: env.mail_from,
+            body: message,
+            rcpts: env.rcpts,
+            detail,
+        };
+        match ctx.store.enqueue(&ctx.recorder, &new, now_ms()).await {
+            Ok(()) => {
+                ctx.queue_notify.notify_one();
+                self.accepted.push(id.clone());
+                reply::queued(&id)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storing an accepted message failed; client told 451");
+                reply::storage_failed()
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! EHLO and HELO: who the client says it is, and what we offer it.
+
+use super::reply::{self, Reply};
+use super::session::Session;
+
+impl Session {
+    pub(super) fn ehlo(&mut self, host: &str, extended: bool) -> Reply {
+        if host.is_empty() || host.len() > 255 || host.contains(|c: char| c.is_control()) {
+            return reply::syntax("EHLO needs a domain or address literal");
+        }
+        self.helo = Some(host.to_owned());
+        self.tx = None;
+        let me = &self.ctx.config.server.hostname;
+        if !extended {
+            return reply::helo(me, &self.peer.ip().to_string());
+        }
+        let mut lines = vec![
+            format!("{me} greets {}", self.peer.ip()),
+            "PIPELINING".to_owned(),
+            format!("SIZE {}", self.ctx.config.session.max_message_size),
+            "8BITMIME".to_owned(),
+            "ENHANCEDSTATUSCODES".to_owned(),
+            "SMTPUTF8".to_owned(),
+        ];
+        if self.tls.is_none() {
+            lines.push("STARTTLS".to_owned());
+        }
+        Reply::new(250, "", lines.join("\n"))
+    }
+}

@@ -1,0 +1,191 @@
+//! Accept loops: connection limits (global and per IP), then one task per session. On an MX
+//! listener the session starts in plaintext and must STARTTLS; on an implicit-TLS listener
+//! (submission, RFC 8314) the handshake comes before the greeting.
+
+use super::connection::Connection;
+use super::reply;
+use super::session::{Next, Session};
+use crate::config::ListenerTls;
+use crate::daemon::Context;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+/// Connection limits shared by all listeners.
+pub struct Limits {
+    global: Arc<Semaphore>,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+}
+
+/// Held for the life of a connection; gives its places back on drop.
+pub struct Admission {
+    _global: OwnedSemaphorePermit,
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut map = self.limits.per_ip.lock().expect("not poisoned");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Limits {
+    pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Limits {
+            global: Arc::new(Semaphore::new(max)),
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip,
+        })
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admission, reply::Reply> {
+        let global = self
+            .global
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| reply::too_many_connections())?;
+        let mut map = self.per_ip.lock().expect("not poisoned");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return Err(reply::too_many_from_you());
+        }
+        *n += 1;
+        Ok(Admission {
+            _global: global,
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+pub struct Listener {
+    pub name: String,
+    pub kind: ListenerTls,
+    pub socket: TcpListener,
+}
+
+/// Accepts until shutdown. Each session holds a clone of `done`; the daemon waits for all of
+/// them to be dropped.
+pub async fn run(
+    ctx: Arc<Context>,
+    listener: Listener,
+    acceptor: TlsAcceptor,
+    limits: Arc<Limits>,
+    done: mpsc::Sender<()>,
+) {
+    let mut shutdown = ctx.shutdown.subscribe();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.socket.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather than spin.
+                    tracing::warn!(listener = %listener.name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.recv() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let admission = match limits.admit(peer.ip().to_canonical()) {
+            Ok(a) => a,
+            Err(refusal) => {
+                tracing::info!(%peer, listener = %listener.name, reply = %refusal, "connection refused");
+                tokio::spawn(refuse(stream, refusal));
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        let (name, kind, acceptor, done) = (
+            listener.name.clone(),
+            listener.kind,
+            acceptor.clone(),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            handle(ctx, stream, peer, name, kind, acceptor).await;
+            drop(admission);
+            drop(done);
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, r: reply::Reply) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = stream.write_all(&r.to_wire()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn handle(
+    ctx: Arc<Context>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: String,
+    kind: ListenerTls,
+    acceptor: TlsAcceptor,
+) {
+    let started = Instant::now();
+    let mut session = Session::new(ctx.clone(), peer, listener.clone());
+    let result = match kind {
+        ListenerTls::Starttls => {
+            let mut conn = Connection::new(stream);
+            greet_and_serve(&mut session, &mut conn).await.map(|next| (next, conn))
+        }
+        ListenerTls::Implicit => Ok((Next::StartTls, Connection::new(stream))),
+    };
+    let result = match result {
+        Ok((Next::StartTls, conn)) => {
+            // Plaintext pipelined after STARTTLS is dropped with the connection's buffer.
+            let tcp = conn.into_inner();
+            let timeout = ctx.config.session.tls_timeout;
+            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    session.tls_started(crate::tls::facts(tls.get_ref().1));
+                    let mut conn = Connection::new(tls);
+                    if kind == ListenerTls::Implicit {
+                        greet_and_serve(&mut session, &mut conn).await.map(|_| ())
+                    } else {
+                        session.serve(&mut conn).await.map(|_| ())
+                    }
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        }
+        Ok((Next::Close, _)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    tracing::info!(
+        %peer,
+        %listener,
+        tls = %session.tls.as_ref().map(|t| t.version.as_str()).unwrap_or("none"),
+        messages = %session.accepted().join(","),
+        duration_ms = started.elapsed().as_millis() as u64,
+        outcome = %match &result { Ok(()) => "closed".to_owned(), Err(e) => e.to_string() },
+        "session ended"
+    );
+}
+
+async fn greet_and_serve<S: AsyncRead + AsyncWrite + Unpin>(
+    session: &mut Session,
+    conn: &mut Connection<S>,
+) -> std::io::Result<Next> {
+    conn.send(&reply::greeting(&session.ctx.config.server.hostname)).await?;
+    session.serve(conn).await
+}

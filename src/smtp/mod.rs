@@ -1,0 +1,10 @@
+//! The SMTP server: listeners, the session state machine, one file per command.
+
+pub mod connection;
+pub mod data;
+mod ehlo;
+pub mod listener;
+mod mail;
+mod rcpt;
+pub mod reply;
+pub mod session;

@@ -1,0 +1,104 @@
+//! The append-only event log: every step of every message, so that its fate can be traced.
+
+use super::{Store, now_ms};
+use anyhow::Result;
+use serde_json::Value;
+use sqlx::{Any, Row, Transaction};
+
+/// What happened. The string forms are stable: they are stored and printed by `trace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// Accepted and queued (we said 250).
+    Received,
+    /// One delivery attempt to one recipient, with the remote reply and TLS facts.
+    Attempt,
+    Delivered,
+    Deferred,
+    /// Failed for good (5xx, or the queue lifetime ran out).
+    Failed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Received => "received",
+            EventKind::Attempt => "attempt",
+            EventKind::Delivered => "delivered",
+            EventKind::Deferred => "deferred",
+            EventKind::Failed => "failed",
+        }
+    }
+}
+
+/// One event as stored.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: i64,
+    pub message_id: String,
+    pub recipient: Option<String>,
+    pub at: i64,
+    pub node: String,
+    pub kind: String,
+    pub detail: Value,
+}
+
+/// Who writes events: the node name and the hash of its configuration go into every row.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    pub node: String,
+    pub config_hash: String,
+}
+
+impl Recorder {
+    /// Appends one event inside the caller's transaction, so it commits with what it records.
+    pub async fn record(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        message_id: &str,
+        recipient: Option<&str>,
+        kind: EventKind,
+        detail: Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO events (message_id, recipient, at, node, kind, detail, config_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(message_id)
+        .bind(recipient)
+        .bind(now_ms())
+        .bind(&self.node)
+        .bind(kind.as_str())
+        .bind(detail.to_string())
+        .bind(&self.config_hash)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// A message's events in the order they were written.
+    pub async fn trace(&self, message_id: &str) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT id, message_id, recipient, at, node, kind, detail FROM events \
+             WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail")?;
+                Ok(Event {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    recipient: r.try_get("recipient")?,
+                    at: r.try_get("at")?,
+                    node: r.try_get("node")?,
+                    kind: r.try_get("kind")?,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::String(detail)),
+                })
+            })
+            .collect()
+    }
+}
