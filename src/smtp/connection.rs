@@ -160,9 +160,9 @@ mod tests {
     use super::*;
 
     async fn lines(input: &[u8]) -> Vec<Line> {
-        let (mut client, server) = tokio::io::duplex(64 * 1024);
-        client.write_all(input).await.unwrap();
-        drop(client);
+        let (mut client, server) = tokio::io::duplex(4096);
+        let input = input.to_vec();
+        tokio::spawn(async move { client.write_all(&input).await.unwrap() });
         let mut c = Connection::new(server);
         let mut out = Vec::new();
         while let Ok(l) = c.read_line(Duration::from_secs(5)).await {

@@ -1,0 +1,65 @@
+//! Test harness: the real daemon on port 0, a test CA, an SMTP sink standing in for remote
+//! servers, a line client, and a fresh database per test (SQLite always, PostgreSQL when
+//! `DATABASE_URL` is set). Only the internet is faked, over the wire.
+#![allow(dead_code)]
+
+pub mod certs;
+pub mod client;
+pub mod daemon;
+pub mod db;
+pub mod sink;
+
+pub use certs::TestCa;
+pub use client::Client;
+pub use daemon::{Daemon, TestConfig};
+pub use db::Backend;
+pub use sink::Sink;
+
+use std::time::Duration;
+
+/// Generous bound for "eventually": tests wait on events, this only stops a broken test.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `check` until it returns Some, or panics after `PATIENCE` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Generates one `#[tokio::test]` per store backend for each named `async fn NAME(Backend)`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::support::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if $crate::support::db::postgres_available() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            })*
+        }
+    };
+}
+
+/// One rustls crypto provider for the whole test process (rustls panics when two are built in
+/// and none is chosen).
+pub fn install_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,196 @@
+//! An SMTP sink standing in for a remote server: STARTTLS with a certificate from the test CA,
+//! records every message it accepts, and answers what the test scripts (per recipient, at DATA,
+//! or no STARTTLS at all).
+
+use super::certs::TestCa;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+}
+
+impl Received {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+#[derive(Default)]
+pub struct Script {
+    /// Reply to RCPT TO for this address, e.g. "450 4.2.1 mailbox busy".
+    pub rcpt: HashMap<String, String>,
+    /// Reply after the message's end, instead of 250.
+    pub data: Option<String>,
+    /// Do not offer STARTTLS.
+    pub no_starttls: bool,
+}
+
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub messages: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<Script>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+impl Sink {
+    pub async fn start(ca: &TestCa) -> Sink {
+        Self::start_on(ca, "127.0.0.1:0").await
+    }
+
+    /// On a given address: used to bring a "down" next hop back on the port the config names.
+    pub async fn start_on(ca: &TestCa, addr: &str) -> Sink {
+        let leaf = ca.leaf("sink", &["localhost", "127.0.0.1", "mx.sink.test"]);
+        let server = crate::support::daemon::server_tls(&leaf.cert, &leaf.key);
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(Script::default()));
+        let (m, s) = (messages.clone(), script.clone());
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (m, s, acceptor) = (m.clone(), s.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let _ = session(Box::new(stream), acceptor, m, s).await;
+                });
+            }
+        });
+        Sink {
+            addr,
+            messages,
+            script,
+            task,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` messages have arrived, and returns them.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        super::eventually(&format!("{n} messages at the sink"), || async {
+            let got = self.received();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    pub fn script(&self) -> std::sync::MutexGuard<'_, Script> {
+        self.script.lock().unwrap()
+    }
+}
+
+async fn session(
+    stream: Box<dyn Io>,
+    acceptor: TlsAcceptor,
+    messages: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+) -> std::io::Result<()> {
+    let mut io = BufReader::new(stream);
+    let mut tls = false;
+    io.get_mut().write_all(b"220 sink.test ESMTP\r\n").await?;
+    let mut from = String::new();
+    let mut rcpts = Vec::new();
+    loop {
+        let mut line = String::new();
+        if io.read_line(&mut line).await? == 0 {
+            return Ok(());
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            let starttls = !tls && !script.lock().unwrap().no_starttls;
+            if starttls {
+                "250-sink.test\r\n250-PIPELINING\r\n250 STARTTLS".into()
+            } else {
+                "250-sink.test\r\n250 PIPELINING".into()
+            }
+        } else if upper.starts_with("STARTTLS") {
+            io.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
+            let stream = io.into_inner();
+            let tls_stream = acceptor.accept(stream).await?;
+            io = BufReader::new(Box::new(tls_stream));
+            tls = true;
+            continue;
+        } else if upper.starts_with("MAIL FROM:") {
+            from = addr_of(&line);
+            rcpts.clear();
+            "250 2.1.0 ok".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let to = addr_of(&line);
+            let scripted = script.lock().unwrap().rcpt.get(&to).cloned();
+            match scripted {
+                Some(r) => r,
+                None => {
+                    rcpts.push(to);
+                    "250 2.1.5 ok".into()
+                }
+            }
+        } else if upper.starts_with("DATA") {
+            io.get_mut().write_all(b"354 go ahead\r\n").await?;
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if io.read_until(b'\n', &mut l).await? == 0 {
+                    return Ok(());
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+                let l = if l.starts_with(b".") { &l[1..] } else { &l[..] };
+                data.extend_from_slice(l);
+            }
+            let scripted = script.lock().unwrap().data.clone();
+            match scripted {
+                Some(r) => r,
+                None => {
+                    messages.lock().unwrap().push(Received {
+                        mail_from: from.clone(),
+                        rcpts: std::mem::take(&mut rcpts),
+                        data,
+                        tls,
+                    });
+                    "250 2.0.0 accepted by sink".into()
+                }
+            }
+        } else if upper.starts_with("RSET") {
+            rcpts.clear();
+            "250 2.0.0 ok".into()
+        } else if upper.starts_with("QUIT") {
+            io.get_mut().write_all(b"221 2.0.0 bye\r\n").await?;
+            return Ok(());
+        } else {
+            "250 2.0.0 ok".into()
+        };
+        io.get_mut()
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await?;
+    }
+}
+
+fn addr_of(line: &str) -> String {
+    let start = line.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = line[start..].find('>').map(|i| i + start).unwrap_or(line.len());
+    line[start..end].to_owned()
+}
