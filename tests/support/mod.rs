@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod db;
 pub mod sink;
 
-pub use certs::TestCa;
 pub use client::Client;
 pub use daemon::{Daemon, TestConfig};
 pub use db::Backend;
