@@ -1,0 +1,96 @@
+//! DATA: only <CRLF>.<CRLF> ends a message; bare LF/CR refused (or normalised by config);
+//! dot-unstuffing exact; pipelined commands after the end are served.
+
+mod support;
+
+use support::{Backend, Client, Daemon, Sink, TestConfig};
+
+async fn setup(backend: Backend, bare_lf: &str) -> (TestConfig, Daemon, Sink) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.session = vec![format!("bare_lf = \"{bare_lf}\"")];
+    let sink = Sink::start(&cfg.ca).await;
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    (cfg, d, sink)
+}
+
+async fn start_data(c: &mut Client) {
+    c.cmd("MAIL FROM:<alice@client.test>").await.expect(250);
+    c.cmd("RCPT TO:<bob@example.test>").await.expect(250);
+    c.cmd("DATA").await.expect(354);
+}
+
+/// Each smuggling variant: the fake end does not end the message, the smuggled MAIL is never
+/// run as a command, and the whole message is refused with 550 5.5.2 at the real end.
+async fn smuggling_is_refused(backend: Backend) {
+    let (cfg, d, sink) = setup(backend, "reject").await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    for fake_end in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r", "\r\n.\r"] {
+        start_data(&mut c).await;
+        let smuggled = format!(
+            "Subject: a\r\n\r\nbody{fake_end}MAIL FROM:<evil@client.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n\
+             Subject: smuggled\r\n\r\nevil\r\n.\r\n"
+        );
+        c.send_raw(smuggled.as_bytes()).await;
+        let r = c.read().await.expect(550);
+        assert!(r.text().starts_with("5.5.2"), "{fake_end:?}: {r}");
+        // The next reply is to our NOOP: nothing smuggled was taken as a command.
+        c.cmd("NOOP").await.expect(250);
+    }
+    c.send_mail("alice@client.test", &["bob@example.test"], "Subject: good\n\nok\n")
+        .await
+        .expect(250);
+    let got = sink.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].text().contains("Subject: good"));
+}
+
+/// With `bare_lf = "normalise"`, bare line ends become CRLF and the message is kept whole.
+async fn bare_lf_normalised(backend: Backend) {
+    let (cfg, d, sink) = setup(backend, "normalise").await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    start_data(&mut c).await;
+    c.send_raw(b"Subject: n\nX-A: 1\r\n\r\nline one\nline two\r.\nstill body\r\n.\r\n")
+        .await;
+    c.read().await.expect(250);
+    let got = sink.wait_for(1).await;
+    let text = got[0].text();
+    let body = &text[text.find("Subject: n").unwrap()..];
+    assert_eq!(body, "Subject: n\r\nX-A: 1\r\n\r\nline one\r\nline two\r\n.\r\nstill body\r\n");
+}
+
+/// Dot-stuffed lines arrive unstuffed, and a message that is only a dot line is empty.
+async fn dot_unstuffing(backend: Backend) {
+    let (cfg, d, sink) = setup(backend, "reject").await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    start_data(&mut c).await;
+    // Pipelined: the message, its end, and the next command in one write.
+    c.send_raw(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n.\r\nNOOP\r\n").await;
+    c.read().await.expect(250);
+    c.read().await.expect(250);
+    let got = sink.wait_for(1).await;
+    let text = got[0].text();
+    assert!(text.ends_with("Subject: dots\r\n\r\n.leading dot\r\n..\r\n"), "{text:?}");
+}
+
+/// DATA over the size limit is refused at its end with 552 5.3.4 naming the limit.
+async fn oversized_message(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.session = vec!["max_message_size = 10000".into()];
+    let sink = Sink::start(&cfg.ca).await;
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    start_data(&mut c).await;
+    let line = format!("{}\r\n", "z".repeat(98));
+    c.send_raw(format!("Subject: big\r\n\r\n{}.\r\n", line.repeat(200)).as_bytes()).await;
+    let r = c.read().await.expect(552);
+    assert!(r.text().starts_with("5.3.4") && r.text().contains("10000"), "{r}");
+    c.cmd("NOOP").await.expect(250);
+}
+
+on_both_stores!(smuggling_is_refused, bare_lf_normalised, dot_unstuffing, oversized_message);
