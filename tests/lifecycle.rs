@@ -108,4 +108,5 @@ async fn restart_loses_nothing(backend: Backend) {
     assert_eq!(sink.received().len(), 5, "each message exactly once");
 }
 
+
 on_both_stores!(restart_loses_nothing, migrate_and_trace_unknown);
