@@ -109,4 +109,17 @@ async fn restart_loses_nothing(backend: Backend) {
 }
 
 
+/// `migrate` prepares the store; `trace` of an unknown id says so and exits 2.
+async fn migrate_and_trace_unknown(backend: Backend) {
+    let cfg = TestConfig::new(backend).await;
+    let path = cfg.write();
+    let out = run_cli(&path, &["migrate"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_cli(&path, &["migrate"]);
+    assert!(out.status.success(), "migrate twice is harmless");
+    let out = run_cli(&path, &["trace", "0193d1b0-0000-7000-8000-000000000000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no events"));
+}
+
 on_both_stores!(restart_loses_nothing, migrate_and_trace_unknown);
