@@ -32,6 +32,8 @@ pub struct Context {
     pub client_tls: ClientTls,
     /// Wakes the scheduler when a message is queued.
     pub queue_notify: Notify,
+    /// Idle outbound connections, reused across messages to the same host.
+    pub pool: crate::queue::pool::Pool,
     pub shutdown: Shutdown,
 }
 
@@ -80,6 +82,7 @@ pub async fn serve(config: Config) -> Result<()> {
         },
         store,
         queue_notify: Notify::new(),
+        pool: Default::default(),
         shutdown: Shutdown::default(),
         config,
     });

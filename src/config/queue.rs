@@ -21,6 +21,12 @@ pub struct Queue {
     pub concurrency: usize,
     /// Recipients claimed in one batch.
     pub batch: usize,
+    /// Deliveries in flight at once to one destination domain.
+    pub per_destination: usize,
+    /// Send the sender one "still trying" notice when a recipient is still deferred this long
+    /// after it was queued. Unset: no delay notices.
+    #[serde(with = "humantime_serde")]
+    pub warn_after: Option<Duration>,
 }
 
 impl Default for Queue {
@@ -33,6 +39,8 @@ impl Default for Queue {
             poll_interval: Duration::from_secs(5),
             concurrency: 20,
             batch: 100,
+            per_destination: 5,
+            warn_after: None,
         }
     }
 }

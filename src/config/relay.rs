@@ -19,17 +19,34 @@ pub struct Relay {
 pub struct Route {
     /// `host:port` of the organisation's internal mail server.
     pub next_hop: String,
-    /// `require` (TLS, any certificate) or `require-verified` (chain and host name checked).
+    /// `require` (TLS, any certificate), `require-verified` (chain and host name checked) or
+    /// `opportunistic` (TLS when offered, else in clear).
     #[serde(default)]
     pub tls: RouteTls,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+/// TLS policy towards one destination. Whatever cannot be met is deferred, never sent in clear
+/// (except under `opportunistic`, which allows clear text by definition).
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouteTls {
+    /// STARTTLS required, any certificate (protects against passive eavesdropping).
     #[default]
     Require,
+    /// STARTTLS required, chain to a trusted root and the host name checked.
     RequireVerified,
+    /// STARTTLS when the server offers it, any certificate; clear text otherwise.
+    Opportunistic,
+}
+
+impl RouteTls {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteTls::Require => "require",
+            RouteTls::RequireVerified => "require-verified",
+            RouteTls::Opportunistic => "opportunistic",
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -110,6 +110,7 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
     }
     positive(e, "queue.concurrency", q.concurrency);
     positive(e, "queue.batch", q.batch);
+    positive(e, "queue.per_destination", q.per_destination);
 
     let d = &c.delivery;
     if !d.smarthost.is_empty() && crate::queue::route::parse_host_port(&d.smarthost).is_none() {
@@ -123,6 +124,22 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
             "delivery.trusted_ca",
             format!("file not found: {}", ca.display()),
         );
+    }
+    for (domain, hop) in &d.routes {
+        if crate::queue::route::parse_host_port(hop).is_none() {
+            e.add(
+                format!("delivery.routes.\"{domain}\""),
+                format!("expected host:port, got \"{hop}\""),
+            );
+        }
+    }
+    for domain in d.routes.keys().chain(d.tls_policy.keys()) {
+        if !crate::envelope::is_domain(domain) {
+            e.add(format!("delivery: \"{domain}\""), "not a valid domain name");
+        }
+    }
+    if d.idle_timeout.is_zero() {
+        e.add("delivery.idle_timeout", "must be longer than 0s");
     }
     if d.port == 0 {
         e.add("delivery.port", "must not be 0");

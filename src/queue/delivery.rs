@@ -13,6 +13,7 @@ use mail_send::SmtpClient;
 use serde_json::{Value, json};
 use smtp_proto::{EXT_START_TLS, Response};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -33,7 +34,8 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
     let domain = rcpts[0].domain.clone();
     let (results, attempt, queued_at) = match ctx.store.queued(&message_id).await {
         Ok(Some(msg)) => {
-            let (results, detail) = attempt(&ctx, &msg, &domain, &rcpts).await;
+            let work = attempt(&ctx, &msg, &domain, &rcpts);
+            let (results, detail) = keep_lease(&ctx, &rcpts, work).await;
             (results, detail, msg.received_at)
         }
         Ok(None) => {
@@ -65,6 +67,26 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
     if let Err(e) = ctx.store.finish(&ctx.recorder, &outcomes, now).await {
         // The lease runs out and the recipients are tried again: a duplicate at worst, never a loss.
         tracing::error!(%message_id, error = %e, "recording delivery outcomes");
+    }
+}
+
+/// Runs `work` while renewing the lease on `rcpts` every third of a lease, so that no other
+/// node takes them over while we are still talking to the remote server.
+async fn keep_lease<T>(ctx: &Context, rcpts: &[Claimed], work: impl Future<Output = T>) -> T {
+    let lease = ctx.config.queue.lease;
+    let ids: Vec<i64> = rcpts.iter().map(|r| r.id).collect();
+    let owner = &ctx.config.server.node;
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(lease / 3) => {
+                let until = now_ms() + lease.as_millis() as i64;
+                if let Err(e) = ctx.store.extend_lease(owner, &ids, until).await {
+                    tracing::warn!(error = %e, "renewing a queue lease");
+                }
+            }
+        }
     }
 }
 
@@ -133,7 +155,8 @@ async fn attempt(
     (all(Result::Temporary(last)), detail)
 }
 
-/// One SMTP session with one host. `Err` means "no conclusive answer: try another host".
+/// One SMTP session with one host, on a pooled connection when there is one. `Err` means "no
+/// conclusive answer: try another host".
 async fn session(
     ctx: &Context,
     target: &Target,
@@ -141,6 +164,26 @@ async fn session(
     rcpts: &[Claimed],
     detail: &mut Value,
 ) -> std::result::Result<Vec<Result>, String> {
+    if let Some(mut conn) = ctx.pool.take(target) {
+        conn.describe(detail, true);
+        match conn.transaction(msg, rcpts).await {
+            Ok(results) => {
+                ctx.pool.put(target, conn, ctx.config.delivery.idle_timeout);
+                return Ok(results);
+            }
+            // The server may have closed an idle connection: a fresh one decides.
+            Err(why) => tracing::debug!(host = %target.addr, %why, "pooled connection failed"),
+        }
+    }
+    let mut conn = connect(ctx, target).await?;
+    conn.describe(detail, false);
+    let results = conn.transaction(msg, rcpts).await?;
+    ctx.pool.put(target, conn, ctx.config.delivery.idle_timeout);
+    Ok(results)
+}
+
+/// Connects, reads the greeting, says EHLO and starts TLS as the target's policy demands.
+async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, String> {
     let d = &ctx.config.delivery;
     let me = &ctx.config.server.hostname;
     let mut client = SmtpClient::connect(target.addr, d.connect_timeout)
@@ -151,12 +194,18 @@ async fn session(
     if greeting.code != 220 {
         return Err(format!("greeting: {}", text(&greeting)));
     }
-    let ehlo = client.ehlo(me).await.map_err(|e| format!("EHLO: {e}"))?;
+    let ehlo = client.ehlo(me).await.map_err(|e| format!("4.4.2 EHLO: {e}"))?;
     if !ehlo.has_capability(EXT_START_TLS) {
-        return Err("4.7.4 TLS is required but the server does not offer STARTTLS".into());
+        if target.tls == RouteTls::Opportunistic {
+            return Ok(Conn::Plain(client));
+        }
+        return Err(format!(
+            "4.7.4 TLS policy {} but the server does not offer STARTTLS",
+            target.tls.as_str()
+        ));
     }
-    let (config, verify) = match target.tls {
-        RouteTls::Require => (ctx.client_tls.any.clone(), false),
+    let (config, verified) = match target.tls {
+        RouteTls::Require | RouteTls::Opportunistic => (ctx.client_tls.any.clone(), false),
         RouteTls::RequireVerified => (ctx.client_tls.verified.clone(), true),
     };
     let mut client = client
@@ -164,17 +213,64 @@ async fn session(
         .await
         .map_err(|e| format!("4.7.5 TLS with {}: {e}", target.host))?;
     let facts = crate::tls::facts(client.tls_connection());
-    detail["tls_version"] = json!(facts.version);
-    detail["tls_cipher"] = json!(facts.cipher);
-    detail["tls_verified"] = json!(verify);
-    client.ehlo(me).await.map_err(|e| format!("EHLO after STARTTLS: {e}"))?;
-    let results = transaction(&mut client, msg, rcpts).await?;
-    let _ = client.quit().await;
-    Ok(results)
+    client
+        .ehlo(me)
+        .await
+        .map_err(|e| format!("4.4.2 EHLO after STARTTLS: {e}"))?;
+    Ok(Conn::Tls {
+        client: Box::new(client),
+        facts,
+        verified,
+    })
 }
 
-async fn transaction(
-    client: &mut SmtpClient<TlsStream<TcpStream>>,
+/// An open SMTP client connection, in clear only under the opportunistic policy.
+pub enum Conn {
+    Tls {
+        client: Box<SmtpClient<TlsStream<TcpStream>>>,
+        facts: crate::envelope::TlsFacts,
+        verified: bool,
+    },
+    Plain(SmtpClient<TcpStream>),
+}
+
+impl Conn {
+    /// TLS facts for the attempt event.
+    fn describe(&self, detail: &mut Value, reused: bool) {
+        match self {
+            Conn::Tls { facts, verified, .. } => {
+                detail["tls_version"] = json!(facts.version);
+                detail["tls_cipher"] = json!(facts.cipher);
+                detail["tls_verified"] = json!(verified);
+            }
+            Conn::Plain(_) => detail["tls_version"] = json!("none"),
+        }
+        detail["reused_connection"] = json!(reused);
+    }
+
+    async fn transaction(
+        &mut self,
+        msg: &Queued,
+        rcpts: &[Claimed],
+    ) -> std::result::Result<Vec<Result>, String> {
+        match self {
+            Conn::Tls { client, .. } => transaction(client, msg, rcpts).await,
+            Conn::Plain(client) => transaction(client, msg, rcpts).await,
+        }
+    }
+
+    pub async fn quit(self) {
+        let _ = match self {
+            Conn::Tls { client, .. } => client.quit().await,
+            Conn::Plain(client) => client.quit().await,
+        };
+    }
+}
+
+/// MAIL, RCPT for each recipient, DATA when any was accepted. Leaves the connection ready for
+/// the next transaction.
+async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
     msg: &Queued,
     rcpts: &[Claimed],
 ) -> std::result::Result<Vec<Result>, String> {
@@ -183,10 +279,12 @@ async fn transaction(
         .cmd(format!("MAIL FROM:<{}>\r\n", msg.sender))
         .await
         .map_err(io)?;
-    if mail.code >= 500 {
-        return Ok(vec![Result::Permanent(text(&mail)); rcpts.len()]);
-    } else if mail.code >= 400 {
-        return Err(text(&mail));
+    if mail.code >= 400 {
+        let _ = client.rset().await;
+        return match mail.code {
+            500.. => Ok(vec![Result::Permanent(text(&mail)); rcpts.len()]),
+            _ => Ok(vec![Result::Temporary(text(&mail)); rcpts.len()]),
+        };
     }
     let mut results: Vec<Option<Result>> = Vec::with_capacity(rcpts.len());
     for r in rcpts {
@@ -201,7 +299,7 @@ async fn transaction(
         });
     }
     if results.iter().all(Option::is_some) {
-        let _ = client.rset().await;
+        client.rset().await.map_err(io)?;
         return Ok(results.into_iter().flatten().collect());
     }
     // mail-send appends CRLF.CRLF itself; our stored message already ends with CRLF.
@@ -213,7 +311,7 @@ async fn transaction(
         }
         Err(mail_send::Error::UnexpectedReply(reply)) => Result::Temporary(text(&reply)),
         // The data may or may not have arrived: retrying risks a duplicate, never a loss.
-        Err(e) => Result::Temporary(format!("4.4.2 during DATA: {e}")),
+        Err(e) => return Err(format!("4.4.2 during DATA: {e}")),
     };
     Ok(results
         .into_iter()

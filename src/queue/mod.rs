@@ -2,6 +2,7 @@
 //! expire. Rows are claimed with a lease so that several nodes can share one PostgreSQL store.
 
 pub mod delivery;
+pub mod pool;
 pub mod retry;
 pub mod route;
 pub mod scheduler;

@@ -1,5 +1,6 @@
-//! Where a recipient's domain is delivered: our own domains to their next hop, others to the
-//! smarthost or their MX hosts (RFC 5321 §5.1), all looked up through the one resolver.
+//! Where a recipient's domain is delivered, first match wins, as with Postfix's transport map:
+//! our own domains to their next hop; `[delivery.routes]`; the smarthost; else the domain's MX
+//! hosts (RFC 5321 §5.1). All names are looked up through the one resolver.
 
 use crate::config::{Config, RouteTls};
 use hickory_resolver::TokioResolver;
@@ -42,11 +43,15 @@ pub async fn resolve(
     if let Some(route) = config.relay.domains.get(domain) {
         return host_targets(resolver, &route.next_hop, route.tls).await;
     }
-    if !config.delivery.smarthost.is_empty() {
-        let tls = config.delivery.smarthost_tls;
-        return host_targets(resolver, &config.delivery.smarthost, tls).await;
+    let d = &config.delivery;
+    let tls = d.tls_policy.get(domain).copied().unwrap_or(d.tls);
+    if let Some(hop) = d.routes.get(domain) {
+        return host_targets(resolver, hop, tls).await;
     }
-    mx_targets(config, resolver, domain).await
+    if !d.smarthost.is_empty() {
+        return host_targets(resolver, &d.smarthost, d.smarthost_tls).await;
+    }
+    mx_targets(resolver, domain, d.port, tls).await
 }
 
 async fn host_targets(
@@ -81,11 +86,11 @@ async fn addresses(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, 
 }
 
 async fn mx_targets(
-    config: &Config,
     resolver: &TokioResolver,
     domain: &str,
+    port: u16,
+    tls: RouteTls,
 ) -> Result<Vec<Target>, RouteError> {
-    let port = config.delivery.port;
     let hosts: Vec<String> = match resolver.mx_lookup(format!("{domain}.")).await {
         Ok(lookup) => {
             let mut mx: Vec<(u16, String)> = lookup
@@ -123,7 +128,7 @@ async fn mx_targets(
             Ok(ips) => targets.extend(ips.into_iter().map(|ip| Target {
                 host: host.clone(),
                 addr: SocketAddr::new(ip, port),
-                tls: RouteTls::Require,
+                tls,
             })),
             Err(e) => last_err = Some(e),
         }

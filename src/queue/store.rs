@@ -94,32 +94,42 @@ impl Store {
     /// Claims up to `limit` due recipients for `owner` until `now + lease_ms`. A lease that ran
     /// out (its node died) makes the recipient claimable again. PostgreSQL skips rows another
     /// node is claiming at the same moment, so no two nodes get the same recipient.
+    /// Domains in `busy` (at their concurrency limit on this node) are left for later.
     pub async fn claim(
         &self,
         owner: &str,
         now: i64,
         lease_ms: i64,
         limit: i64,
+        busy: &[String],
     ) -> Result<Vec<Claimed>> {
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
+        let skip = if busy.is_empty() {
+            String::new()
+        } else {
+            let marks: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 5)).collect();
+            format!("AND domain NOT IN ({})", marks.join(", "))
+        };
         let sql = format!(
             "UPDATE recipients SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
                SELECT id FROM recipients \
                WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $3 \
-                 AND (lease_until IS NULL OR lease_until < $3) \
+                 AND (lease_until IS NULL OR lease_until < $3) {skip} \
                ORDER BY next_attempt_at, id LIMIT $4 {lock}) \
              RETURNING id, message_id, address, domain, attempts"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)
             .bind(now + lease_ms)
             .bind(now)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(limit);
+        for d in busy {
+            query = query.bind(d);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
                 Ok(Claimed {
@@ -193,6 +203,36 @@ impl Store {
             rec.record(&mut tx, &r.message_id, who, kind, detail).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
+    pub async fn extend_lease(&self, owner: &str, ids: &[i64], until: i64) -> Result<()> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE recipients SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
+            )
+            .bind(until)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives back the leases on these recipients (claimed, but not started: no free slot).
+    pub async fn release_ids(&self, owner: &str, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            sqlx::query(
+                "UPDATE recipients SET lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $1 AND lease_owner = $2",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        }
         Ok(())
     }
 
