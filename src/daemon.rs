@@ -113,7 +113,10 @@ pub async fn serve(config: Config) -> Result<()> {
     for a in accepting {
         let _ = a.await;
     }
-    if tokio::time::timeout(SESSION_GRACE, done_rx.recv()).await.is_err() {
+    if tokio::time::timeout(SESSION_GRACE, done_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!("sessions still open after the grace period were cut off");
     }
     let _ = scheduler.await;

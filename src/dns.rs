@@ -3,11 +3,9 @@
 
 use crate::config::Dns;
 use anyhow::{Context, Result};
-use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use std::net::SocketAddr;
 
 pub fn resolver(cfg: &Dns) -> Result<TokioResolver> {

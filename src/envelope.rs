@@ -87,7 +87,15 @@ mod tests {
         for ok in ["example.test", "a-b.c.example", "xn--bcher-kva.test"] {
             assert!(is_domain(ok), "{ok}");
         }
-        for bad in ["", "localhost", "example.test.", "-a.test", "a..test", "a_b.test", "a b.test"] {
+        for bad in [
+            "",
+            "localhost",
+            "example.test.",
+            "-a.test",
+            "a..test",
+            "a_b.test",
+            "a b.test",
+        ] {
             assert!(!is_domain(bad), "{bad}");
         }
     }
@@ -104,7 +112,10 @@ mod tests {
 
     #[test]
     fn split_lowercases_domain_only() {
-        assert_eq!(split("Bob@Example.TEST"), Some(("Bob", "example.test".into())));
+        assert_eq!(
+            split("Bob@Example.TEST"),
+            Some(("Bob", "example.test".into()))
+        );
         assert_eq!(split("nobody"), None);
         assert_eq!(split("@x.test"), None);
     }

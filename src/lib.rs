@@ -12,6 +12,7 @@
 //! - [`store`]: SQLite or PostgreSQL behind one interface; the append-only event log.
 //! - [`queue`]: enqueue in one transaction, a scheduler claiming due recipients with a lease,
 //!   routes (own next hops, smarthost, MX), delivery with required TLS, retries, expiry.
+//! - [`dsn`]: the bounce or delay notice to the sender; the original's headers, never its body.
 //! - [`dns`], [`tls`]: the one resolver and the rustls configurations.
 //! - [`daemon`], [`shutdown`]: boot order and graceful stop; [`cli`]: the commands.
 
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod dsn;
 pub mod envelope;
 pub mod message;
 pub mod queue;

@@ -53,14 +53,25 @@ mod tests {
             peer: "192.0.2.7:4000".parse().unwrap(),
             listener: "mx".into(),
             helo: "client.test\r\nX-Evil: 1".into(),
-            tls: Some(TlsFacts { version: "TLSv1.3".into(), cipher: "TLS13_AES_256_GCM_SHA384".into() }),
+            tls: Some(TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            }),
             mail_from: "a@client.test".into(),
             rcpts: vec!["b@example.test".into()],
             direction: Direction::Inbound,
         };
         let h = received_header(&env, "mx.example.test", "ID1");
-        assert!(h.starts_with("Received: from client.testX-Evil: 1 ([192.0.2.7])\r\n\tby mx.example.test"), "{h}");
-        assert!(h.contains("with ESMTPS (TLSv1.3 TLS13_AES_256_GCM_SHA384)"), "{h}");
+        assert!(
+            h.starts_with(
+                "Received: from client.testX-Evil: 1 ([192.0.2.7])\r\n\tby mx.example.test"
+            ),
+            "{h}"
+        );
+        assert!(
+            h.contains("with ESMTPS (TLSv1.3 TLS13_AES_256_GCM_SHA384)"),
+            "{h}"
+        );
         assert!(h.contains("\tid ID1\r\n\tfor <b@example.test>; "), "{h}");
         assert!(h.ends_with("\r\n") && h.matches("\r\n").count() == 4, "{h}");
     }

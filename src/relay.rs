@@ -112,16 +112,61 @@ mod tests {
         let r = rules();
         use Refusal::*;
         let cases: &[(&str, &str, bool, Result<Direction, Refusal>)] = &[
-            ("<bob@example.test>", "bob@example.test", false, Ok(Direction::Inbound)),
-            ("<bob@EXAMPLE.TEST>", "bob@EXAMPLE.TEST", false, Ok(Direction::Inbound)),
+            (
+                "<bob@example.test>",
+                "bob@example.test",
+                false,
+                Ok(Direction::Inbound),
+            ),
+            (
+                "<bob@EXAMPLE.TEST>",
+                "bob@EXAMPLE.TEST",
+                false,
+                Ok(Direction::Inbound),
+            ),
             ("<bob@other.test>", "bob@other.test", false, Err(NotOurs)),
-            ("<bob@other.test>", "bob@other.test", true, Ok(Direction::Outbound)),
-            ("<bob@example.test.>", "bob@example.test.", false, Err(Syntax)),
-            ("<u%other.test@example.test>", "u%other.test@example.test", false, Err(Trick)),
-            ("<other.test!u@example.test>", "other.test!u@example.test", false, Err(Trick)),
-            ("<\"u@other.test\"@example.test>", "u@other.test@example.test", false, Err(Trick)),
-            ("<@example.test:u@other.test>", "u@other.test", false, Err(Trick)),
-            ("<@other.test:u@example.test>", "u@example.test", true, Err(Trick)),
+            (
+                "<bob@other.test>",
+                "bob@other.test",
+                true,
+                Ok(Direction::Outbound),
+            ),
+            (
+                "<bob@example.test.>",
+                "bob@example.test.",
+                false,
+                Err(Syntax),
+            ),
+            (
+                "<u%other.test@example.test>",
+                "u%other.test@example.test",
+                false,
+                Err(Trick),
+            ),
+            (
+                "<other.test!u@example.test>",
+                "other.test!u@example.test",
+                false,
+                Err(Trick),
+            ),
+            (
+                "<\"u@other.test\"@example.test>",
+                "u@other.test@example.test",
+                false,
+                Err(Trick),
+            ),
+            (
+                "<@example.test:u@other.test>",
+                "u@other.test",
+                false,
+                Err(Trick),
+            ),
+            (
+                "<@other.test:u@example.test>",
+                "u@example.test",
+                true,
+                Err(Trick),
+            ),
             ("<postmaster>", "postmaster", false, Err(Syntax)),
         ];
         for (raw, addr, auth, want) in cases {

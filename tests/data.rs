@@ -38,9 +38,13 @@ async fn smuggling_is_refused(backend: Backend) {
         // The next reply is to our NOOP: nothing smuggled was taken as a command.
         c.cmd("NOOP").await.expect(250);
     }
-    c.send_mail("alice@client.test", &["bob@example.test"], "Subject: good\n\nok\n")
-        .await
-        .expect(250);
+    c.send_mail(
+        "alice@client.test",
+        &["bob@example.test"],
+        "Subject: good\n\nok\n",
+    )
+    .await
+    .expect(250);
     let got = sink.wait_for(1).await;
     assert_eq!(got.len(), 1);
     assert!(got[0].text().contains("Subject: good"));
@@ -58,7 +62,10 @@ async fn bare_lf_normalised(backend: Backend) {
     let got = sink.wait_for(1).await;
     let text = got[0].text();
     let body = &text[text.find("Subject: n").unwrap()..];
-    assert_eq!(body, "Subject: n\r\nX-A: 1\r\n\r\nline one\r\nline two\r\n.\r\nstill body\r\n");
+    assert_eq!(
+        body,
+        "Subject: n\r\nX-A: 1\r\n\r\nline one\r\nline two\r\n.\r\nstill body\r\n"
+    );
 }
 
 /// Dot-stuffed lines arrive unstuffed, and a message that is only a dot line is empty.
@@ -68,12 +75,16 @@ async fn dot_unstuffing(backend: Backend) {
     c.secure().await;
     start_data(&mut c).await;
     // Pipelined: the message, its end, and the next command in one write.
-    c.send_raw(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n.\r\nNOOP\r\n").await;
+    c.send_raw(b"Subject: dots\r\n\r\n..leading dot\r\n...\r\n.\r\nNOOP\r\n")
+        .await;
     c.read().await.expect(250);
     c.read().await.expect(250);
     let got = sink.wait_for(1).await;
     let text = got[0].text();
-    assert!(text.ends_with("Subject: dots\r\n\r\n.leading dot\r\n..\r\n"), "{text:?}");
+    assert!(
+        text.ends_with("Subject: dots\r\n\r\n.leading dot\r\n..\r\n"),
+        "{text:?}"
+    );
 }
 
 /// DATA over the size limit is refused at its end with 552 5.3.4 naming the limit.
@@ -87,10 +98,19 @@ async fn oversized_message(backend: Backend) {
     c.secure().await;
     start_data(&mut c).await;
     let line = format!("{}\r\n", "z".repeat(98));
-    c.send_raw(format!("Subject: big\r\n\r\n{}.\r\n", line.repeat(200)).as_bytes()).await;
+    c.send_raw(format!("Subject: big\r\n\r\n{}.\r\n", line.repeat(200)).as_bytes())
+        .await;
     let r = c.read().await.expect(552);
-    assert!(r.text().starts_with("5.3.4") && r.text().contains("10000"), "{r}");
+    assert!(
+        r.text().starts_with("5.3.4") && r.text().contains("10000"),
+        "{r}"
+    );
     c.cmd("NOOP").await.expect(250);
 }
 
-on_both_stores!(smuggling_is_refused, bare_lf_normalised, dot_unstuffing, oversized_message);
+on_both_stores!(
+    smuggling_is_refused,
+    bare_lf_normalised,
+    dot_unstuffing,
+    oversized_message
+);

@@ -20,7 +20,11 @@ async fn inbound_message_is_delivered_and_traced(backend: Backend) {
     greeting.expect(220);
     c.secure().await;
     let reply = c
-        .send_mail("alice@client.test", &["bob@example.test"], &message("hello"))
+        .send_mail(
+            "alice@client.test",
+            &["bob@example.test"],
+            &message("hello"),
+        )
         .await
         .expect(250);
     assert!(reply.text().starts_with("2.0.0 queued as "), "{reply}");
@@ -33,10 +37,16 @@ async fn inbound_message_is_delivered_and_traced(backend: Backend) {
     assert_eq!(got[0].rcpts, ["bob@example.test"]);
     assert!(got[0].tls, "delivery must use STARTTLS");
     let text = got[0].text();
-    assert!(text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.test"), "{text}");
+    assert!(
+        text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.test"),
+        "{text}"
+    );
     assert!(text.contains(&format!("\tid {id}\r\n")), "{text}");
     assert!(text.contains("with ESMTPS (TLSv1.3"), "{text}");
-    assert!(text.ends_with("Hello Bob,\r\nthis is a test.\r\n"), "{text:?}");
+    assert!(
+        text.ends_with("Hello Bob,\r\nthis is a test.\r\n"),
+        "{text:?}"
+    );
 
     let trace = support::eventually("the delivered event", || async {
         let out = daemon.cli(&["trace", &id]);
@@ -98,16 +108,24 @@ async fn per_recipient_outcomes(backend: Backend) {
             .unwrap_or_else(|| panic!("no {kind} event for {rcpt}: {trace:#?}"))
             .clone()
     };
-    assert!(of("failed", "gone@example.test")["detail"]["reply"]
-        .as_str()
-        .unwrap()
-        .starts_with("550 5.1.1"));
-    assert!(of("deferred", "busy@example.test")["detail"]["reply"]
-        .as_str()
-        .unwrap()
-        .starts_with("450 4.2.1"));
+    assert!(
+        of("failed", "gone@example.test")["detail"]["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("550 5.1.1")
+    );
+    assert!(
+        of("deferred", "busy@example.test")["detail"]["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("450 4.2.1")
+    );
     of("delivered", "busy@example.test");
-    assert!(!trace.iter().any(|e| e["kind"] == "deferred" && e["recipient"] == "bob@example.test"));
+    assert!(
+        !trace
+            .iter()
+            .any(|e| e["kind"] == "deferred" && e["recipient"] == "bob@example.test")
+    );
 }
 
 /// A next hop that offers no STARTTLS is never sent to in clear: the recipient is deferred.
@@ -118,7 +136,11 @@ async fn no_delivery_in_clear(backend: Backend) {
     let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
     c.secure().await;
     let id = c
-        .send_mail("alice@client.test", &["bob@example.test"], &message("secret"))
+        .send_mail(
+            "alice@client.test",
+            &["bob@example.test"],
+            &message("secret"),
+        )
         .await
         .expect(250)
         .queued_id();

@@ -52,7 +52,11 @@ fn bad_policy_file_is_refused_with_every_error() {
 async fn good_policy_file_passes_check() {
     let cfg = TestConfig::new(Backend::Sqlite).await;
     let out = run_cli(&cfg.write(), &["check-config"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(": OK ("));
 }
 
@@ -62,7 +66,10 @@ async fn restart_loses_nothing(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
     cfg.retry = vec!["300ms"];
     // A port with nothing listening: the next hop is down.
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cfg = cfg.domain("example.test", down);
     let d = Daemon::start(&cfg).await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
@@ -70,7 +77,11 @@ async fn restart_loses_nothing(backend: Backend) {
     let mut ids = Vec::new();
     for i in 0..5 {
         let r = c
-            .send_mail("alice@client.test", &["bob@example.test"], &message(&format!("m{i}")))
+            .send_mail(
+                "alice@client.test",
+                &["bob@example.test"],
+                &message(&format!("m{i}")),
+            )
             .await
             .expect(250);
         ids.push(r.queued_id());
@@ -96,10 +107,15 @@ async fn restart_loses_nothing(backend: Backend) {
             t.contains(" delivered ").then_some(t)
         })
         .await;
-        assert!(trace.contains(" deferred "), "deferred before the restart:\n{trace}");
+        assert!(
+            trace.contains(" deferred "),
+            "deferred before the restart:\n{trace}"
+        );
         assert_eq!(trace.matches(" delivered ").count(), 1, "{trace}");
         assert_eq!(
-            got.iter().filter(|m| m.text().contains(&format!("id {id}"))).count(),
+            got.iter()
+                .filter(|m| m.text().contains(&format!("id {id}")))
+                .count(),
             1,
             "{id}"
         );
@@ -108,13 +124,16 @@ async fn restart_loses_nothing(backend: Backend) {
     assert_eq!(sink.received().len(), 5, "each message exactly once");
 }
 
-
 /// `migrate` prepares the store; `trace` of an unknown id says so and exits 2.
 async fn migrate_and_trace_unknown(backend: Backend) {
     let cfg = TestConfig::new(backend).await;
     let path = cfg.write();
     let out = run_cli(&path, &["migrate"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = run_cli(&path, &["migrate"]);
     assert!(out.status.success(), "migrate twice is harmless");
     let out = run_cli(&path, &["trace", "0193d1b0-0000-7000-8000-000000000000"]);

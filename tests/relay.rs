@@ -53,7 +53,9 @@ async fn authorised_network_relays_anywhere(backend: Backend) {
     c.cmd("RCPT TO:<carol@elsewhere.test>").await.expect(250);
     c.cmd("RCPT TO:<bob@example.test>").await.expect(250);
     // Tricks are refused even from an authorised client.
-    c.cmd("RCPT TO:<x%elsewhere.test@example.test>").await.expect(554);
+    c.cmd("RCPT TO:<x%elsewhere.test@example.test>")
+        .await
+        .expect(554);
 }
 
 /// Inbound mail reaches the next hop; the stored direction says inbound.
@@ -76,7 +78,11 @@ async fn direction_is_recorded(backend: Backend) {
         .queued_id();
     let direction = |id: &str| {
         let out = d.cli(&["trace", id, "--json"]);
-        let first = String::from_utf8_lossy(&out.stdout).lines().next().unwrap().to_owned();
+        let first = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
         let v: serde_json::Value = serde_json::from_str(&first).unwrap();
         v["detail"]["direction"].as_str().unwrap().to_owned()
     };

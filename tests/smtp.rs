@@ -15,7 +15,10 @@ async fn daemon(backend: Backend, session: &[&str]) -> (TestConfig, Daemon, Sink
 }
 
 fn has(reply: &support::client::Reply, ext: &str) -> bool {
-    reply.lines.iter().any(|l| l == ext || l.starts_with(&format!("{ext} ")))
+    reply
+        .lines
+        .iter()
+        .any(|l| l == ext || l.starts_with(&format!("{ext} ")))
 }
 
 /// EHLO offers the extensions, STARTTLS only before TLS; the other commands answer as RFC 5321
@@ -25,22 +28,71 @@ async fn ehlo_and_basic_commands(backend: Backend) {
     let (mut c, greeting) = Client::connect(d.mx, cfg.client_tls()).await;
     assert!(greeting.expect(220).text().starts_with("mx.test ESMTP"));
     let ehlo = c.cmd("EHLO client.test").await.expect(250);
-    for ext in ["PIPELINING", "SIZE 52428800", "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "STARTTLS"] {
+    for ext in [
+        "PIPELINING",
+        "SIZE 52428800",
+        "8BITMIME",
+        "ENHANCEDSTATUSCODES",
+        "SMTPUTF8",
+        "STARTTLS",
+    ] {
         assert!(has(&ehlo, ext), "{ext} missing from {ehlo}");
     }
     assert!(c.cmd("NOOP").await.expect(250).text().starts_with("2.0.0"));
     assert!(c.cmd("RSET").await.expect(250).text().starts_with("2.0.0"));
-    assert!(c.cmd("VRFY bob").await.expect(252).text().starts_with("2.5.0"));
-    assert!(c.cmd("HELO client.test").await.expect(250).text().contains("mx.test"));
-    assert!(c.cmd("FOO bar").await.expect(500).text().starts_with("5.5.1"));
-    assert!(c.cmd("BDAT 10 LAST").await.expect(502).text().starts_with("5.5.1"));
+    assert!(
+        c.cmd("VRFY bob")
+            .await
+            .expect(252)
+            .text()
+            .starts_with("2.5.0")
+    );
+    assert!(
+        c.cmd("HELO client.test")
+            .await
+            .expect(250)
+            .text()
+            .contains("mx.test")
+    );
+    assert!(
+        c.cmd("FOO bar")
+            .await
+            .expect(500)
+            .text()
+            .starts_with("5.5.1")
+    );
+    assert!(
+        c.cmd("BDAT 10 LAST")
+            .await
+            .expect(502)
+            .text()
+            .starts_with("5.5.1")
+    );
     c.starttls().await;
     let ehlo = c.cmd("EHLO client.test").await.expect(250);
     assert!(!has(&ehlo, "STARTTLS"), "STARTTLS offered twice: {ehlo}");
     assert!(has(&ehlo, "PIPELINING"));
-    assert!(c.cmd("STARTTLS").await.expect(503).text().starts_with("5.5.1"));
-    assert!(c.cmd("MAIL FROM:<a@client.test> SIZE=60000000").await.expect(552).text().starts_with("5.3.4"));
-    assert!(c.cmd("RCPT TO:<bob@example.test>").await.expect(503).text().starts_with("5.5.1"));
+    assert!(
+        c.cmd("STARTTLS")
+            .await
+            .expect(503)
+            .text()
+            .starts_with("5.5.1")
+    );
+    assert!(
+        c.cmd("MAIL FROM:<a@client.test> SIZE=60000000")
+            .await
+            .expect(552)
+            .text()
+            .starts_with("5.3.4")
+    );
+    assert!(
+        c.cmd("RCPT TO:<bob@example.test>")
+            .await
+            .expect(503)
+            .text()
+            .starts_with("5.5.1")
+    );
     assert!(c.cmd("DATA").await.expect(503).text().starts_with("5.5.1"));
     assert!(c.cmd("QUIT").await.expect(221).text().starts_with("2.0.0"));
 }
@@ -50,7 +102,12 @@ async fn tls_is_required_before_mail(backend: Backend) {
     let (cfg, d, _sink) = daemon(backend, &[]).await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.cmd("EHLO client.test").await.expect(250);
-    for cmd in ["MAIL FROM:<a@client.test>", "RCPT TO:<bob@example.test>", "DATA", "AUTH PLAIN AGFsaWNlAHNlY3JldA=="] {
+    for cmd in [
+        "MAIL FROM:<a@client.test>",
+        "RCPT TO:<bob@example.test>",
+        "DATA",
+        "AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+    ] {
         let r = c.cmd(cmd).await.expect(530);
         assert!(r.text().starts_with("5.7.0"), "{cmd}: {r}");
     }
@@ -80,9 +137,13 @@ async fn implicit_tls_submission(backend: Backend) {
     greeting.expect(220);
     let ehlo = c.cmd("EHLO client.test").await.expect(250);
     assert!(!has(&ehlo, "STARTTLS"));
-    c.send_mail("alice@client.test", &["bob@example.test"], &support::client::message("s"))
-        .await
-        .expect(250);
+    c.send_mail(
+        "alice@client.test",
+        &["bob@example.test"],
+        &support::client::message("s"),
+    )
+    .await
+    .expect(250);
     assert_eq!(sink.wait_for(1).await[0].rcpts, ["bob@example.test"]);
 }
 
@@ -97,12 +158,23 @@ async fn line_limits(backend: Backend) {
     c.cmd("MAIL FROM:<alice@client.test>").await.expect(250);
     c.cmd("RCPT TO:<bob@example.test>").await.expect(250);
     c.cmd("DATA").await.expect(354);
-    c.send_raw(format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(1001)).as_bytes()).await;
-    assert!(c.read().await.expect(550).text().contains("longer than 1000"));
+    c.send_raw(format!("Subject: x\r\n\r\n{}\r\n.\r\n", "y".repeat(1001)).as_bytes())
+        .await;
+    assert!(
+        c.read()
+            .await
+            .expect(550)
+            .text()
+            .contains("longer than 1000")
+    );
     // The session goes on, and a good message passes.
-    c.send_mail("alice@client.test", &["bob@example.test"], "Subject: ok\n\nfine\n")
-        .await
-        .expect(250);
+    c.send_mail(
+        "alice@client.test",
+        &["bob@example.test"],
+        "Subject: ok\n\nfine\n",
+    )
+    .await
+    .expect(250);
     assert_eq!(sink.wait_for(1).await.len(), 1);
 }
 
@@ -117,7 +189,11 @@ async fn idle_client_times_out(backend: Backend) {
 
 /// More connections than allowed, from one address or in all, get 421 and are closed.
 async fn connection_limits(backend: Backend) {
-    let (cfg, d, _sink) = daemon(backend, &["max_connections = 3", "max_connections_per_ip = 2"]).await;
+    let (cfg, d, _sink) = daemon(
+        backend,
+        &["max_connections = 3", "max_connections_per_ip = 2"],
+    )
+    .await;
     let tls = || cfg.client_tls();
     let (mut a, _) = Client::connect(d.mx, tls()).await;
     let (_b, g) = Client::connect(d.mx, tls()).await;

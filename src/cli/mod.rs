@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, `migrate`, `trace`.
 
+mod queue;
 mod trace;
 
 use crate::config::{self, Config};
@@ -41,6 +42,11 @@ enum Command {
     CheckConfig,
     /// Apply the store's migrations and exit (`serve` also does it at start).
     Migrate,
+    /// Queue operations: list, show, retry, hold, release, bounce, delete.
+    Queue {
+        #[command(subcommand)]
+        command: queue::QueueCommand,
+    },
     /// Print the story of one message from the event store.
     Trace {
         /// The id from our `250 2.0.0 queued as <id>` reply or `Received:` header.
@@ -91,10 +97,15 @@ pub fn run() -> ExitCode {
 
 async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
     match command {
-        Command::Serve => crate::daemon::serve(config).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve => crate::daemon::serve(config)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Migrate => {
             let store = open_store(&config).await?;
-            println!("migrations applied to {}", config::redact_url(&config.store.url));
+            println!(
+                "migrations applied to {}",
+                config::redact_url(&config.store.url)
+            );
             store.close().await;
             Ok(ExitCode::SUCCESS)
         }
@@ -102,7 +113,17 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
             let store = open_store(&config).await?;
             let found = trace::print(&store, &message_id, json).await?;
             store.close().await;
-            Ok(if found { ExitCode::SUCCESS } else { ExitCode::from(2) })
+            Ok(if found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Command::Queue { command } => {
+            let store = open_store(&config).await?;
+            let done = queue::run(&store, &config, command).await;
+            store.close().await;
+            done.map(|()| ExitCode::SUCCESS)
         }
         Command::CheckConfig => Ok(ExitCode::SUCCESS),
     }

@@ -28,7 +28,7 @@ pub async fn print(store: &Store, message_id: &str, json: bool) -> Result<bool> 
     Ok(true)
 }
 
-fn time(ms: i64) -> String {
+pub(super) fn time(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_else(|| ms.to_string())

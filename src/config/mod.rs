@@ -209,7 +209,10 @@ pub(crate) fn section<T: DeserializeOwned + Default>(
         return T::default();
     };
     let Value::Table(mut table) = value else {
-        errors.add(prefix, format!("expected a table, got {}", value.type_str()));
+        errors.add(
+            prefix,
+            format!("expected a table, got {}", value.type_str()),
+        );
         return T::default();
     };
     // Each round removes one key, so this ends; the bound is a guard.

@@ -50,6 +50,9 @@ fn durations<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D:
     let texts: Vec<String> = Vec::deserialize(d)?;
     texts
         .iter()
-        .map(|t| humantime::parse_duration(t).map_err(|e| serde::de::Error::custom(format!("\"{t}\": {e}"))))
+        .map(|t| {
+            humantime::parse_duration(t)
+                .map_err(|e| serde::de::Error::custom(format!("\"{t}\": {e}")))
+        })
         .collect()
 }

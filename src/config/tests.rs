@@ -106,7 +106,10 @@ x = 1
 fn syntax_errors_name_the_line() {
     let got = errors("[server]\nhostname = \n");
     assert_eq!(got.len(), 1);
-    assert!(got[0].starts_with("TOML syntax:") && got[0].contains("line 2"), "{got:?}");
+    assert!(
+        got[0].starts_with("TOML syntax:") && got[0].contains("line 2"),
+        "{got:?}"
+    );
 }
 
 #[test]

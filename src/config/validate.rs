@@ -38,7 +38,11 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
 
     let s = &c.session;
     positive(e, "session.max_connections", s.max_connections);
-    positive(e, "session.max_connections_per_ip", s.max_connections_per_ip);
+    positive(
+        e,
+        "session.max_connections_per_ip",
+        s.max_connections_per_ip,
+    );
     positive(e, "session.max_recipients", s.max_recipients);
     positive(e, "session.max_errors", s.max_errors);
     if s.max_message_size < 1024 {
@@ -97,7 +101,10 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
 
     let q = &c.queue;
     if q.retry.is_empty() || q.retry.iter().any(|d| d.is_zero()) {
-        e.add("queue.retry", "needs at least one wait, each longer than 0s");
+        e.add(
+            "queue.retry",
+            "needs at least one wait, each longer than 0s",
+        );
     }
     if q.lifetime.is_zero() {
         e.add("queue.lifetime", "must be longer than 0s");
@@ -146,11 +153,16 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
     }
 
     let url = &c.store.url;
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://"))
     {
         e.add(
             "store.url",
-            format!("expected sqlite://PATH or postgres://…, got \"{}\"", redact_url(url)),
+            format!(
+                "expected sqlite://PATH or postgres://…, got \"{}\"",
+                redact_url(url)
+            ),
         );
     }
     if c.store.max_connections == 0 {

@@ -3,11 +3,13 @@
 //! each recipient's outcome is classified in one place, [`classify`].
 
 use super::RecipientStatus;
+use super::notice;
 use super::retry::{self, Retry};
 use super::route::{self, RouteError, Target};
 use super::store::{Claimed, Outcome, Queued};
 use crate::config::RouteTls;
 use crate::daemon::Context;
+use crate::dsn::Action;
 use crate::store::now_ms;
 use mail_send::SmtpClient;
 use serde_json::{Value, json};
@@ -28,45 +30,78 @@ pub enum Result {
     Permanent(String),
 }
 
-/// Delivers `rcpts` (one message, one domain) and records the outcome.
+/// Delivers `rcpts` (one message, one domain) and records the outcome, with a notice to the
+/// sender for recipients that failed or are delayed past `queue.warn_after`.
 pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
     let message_id = rcpts[0].message_id.clone();
     let domain = rcpts[0].domain.clone();
-    let (results, attempt, queued_at) = match ctx.store.queued(&message_id).await {
-        Ok(Some(msg)) => {
-            let work = attempt(&ctx, &msg, &domain, &rcpts);
-            let (results, detail) = keep_lease(&ctx, &rcpts, work).await;
-            (results, detail, msg.received_at)
-        }
-        Ok(None) => {
-            let why = "5.3.0 message body missing from the store".to_owned();
-            (vec![Result::Permanent(why); rcpts.len()], json!({}), now_ms())
-        }
+    let msg = match ctx.store.queued(&message_id).await {
+        Ok(Some(msg)) => msg,
+        Ok(None) => Queued {
+            sender: String::new(),
+            received_at: now_ms(),
+            body: Vec::new(),
+        },
         Err(e) => {
+            // Nothing recorded: the lease runs out and the recipients are tried again.
             tracing::warn!(%message_id, error = %e, "reading a queued message");
-            let why = format!("4.3.0 store: {e}");
-            (vec![Result::Temporary(why); rcpts.len()], json!({}), now_ms())
+            return;
         }
+    };
+    let (results, attempt) = if msg.body.is_empty() {
+        let why = Result::Permanent("5.3.0 message body missing from the store".into());
+        (vec![why; rcpts.len()], json!({}))
+    } else {
+        keep_lease(&ctx, &rcpts, attempt(&ctx, &msg, &domain, &rcpts)).await
     };
     let now = now_ms();
     let outcomes: Vec<Outcome> = rcpts
         .into_iter()
         .zip(results)
-        .map(|(r, res)| {
-            let o = classify(&ctx, r, res, &attempt, queued_at, now);
-            tracing::info!(
-                message_id = %o.recipient.message_id,
-                status = o.status.as_str(),
-                reply = %o.reply,
-                host = %o.attempt["host"].as_str().unwrap_or(""),
-                "delivery attempt"
-            );
-            o
+        .map(|(r, res)| classify(&ctx, r, res, &attempt, msg.received_at, now))
+        .collect();
+    for o in &outcomes {
+        tracing::info!(
+            message_id = %o.recipient.message_id,
+            status = o.status.as_str(),
+            reply = %o.reply,
+            host = %o.attempt["host"].as_str().unwrap_or(""),
+            tls = %o.attempt["tls_version"].as_str().unwrap_or(""),
+            "delivery attempt"
+        );
+    }
+    let reports: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.status == RecipientStatus::Failed || o.warned)
+        .map(|o| {
+            let action = if o.status == RecipientStatus::Failed {
+                Action::Failed
+            } else {
+                Action::Delayed
+            };
+            notice::report(
+                &o.recipient.address,
+                action,
+                &o.reply,
+                o.attempt["host"].as_str(),
+                now,
+            )
         })
         .collect();
-    if let Err(e) = ctx.store.finish(&ctx.recorder, &outcomes, now).await {
+    let q = &ctx.config.queue;
+    let until = msg.received_at + q.lifetime.as_millis() as i64;
+    let host = &ctx.config.server.hostname;
+    let notice = notice::build(host, &message_id, &msg, &reports, Some(until), now);
+    if let Err(e) = ctx
+        .store
+        .finish(&ctx.recorder, &outcomes, notice.as_ref(), now)
+        .await
+    {
         // The lease runs out and the recipients are tried again: a duplicate at worst, never a loss.
         tracing::error!(%message_id, error = %e, "recording delivery outcomes");
+    }
+    if notice.is_some() {
+        ctx.queue_notify.notify_one();
     }
 }
 
@@ -117,12 +152,18 @@ fn classify(
         }
     };
     detail["reply"] = json!(reply);
+    // One "still trying" notice, once the recipient has waited longer than `warn_after`.
+    let warned = status == RecipientStatus::Deferred
+        && !recipient.warned
+        && q.warn_after
+            .is_some_and(|w| now - queued_at >= w.as_millis() as i64);
     Outcome {
         recipient,
         status,
         next_attempt_at: next,
         reply,
         attempt: detail,
+        warned,
     }
 }
 
@@ -136,8 +177,12 @@ async fn attempt(
     let all = |r: Result| vec![r; rcpts.len()];
     let targets = match route::resolve(&ctx.config, &ctx.resolver, domain).await {
         Ok(t) => t,
-        Err(RouteError::Permanent(why)) => return (all(Result::Permanent(format!("5.1.2 {why}"))), json!({})),
-        Err(RouteError::Temporary(why)) => return (all(Result::Temporary(format!("4.4.3 {why}"))), json!({})),
+        Err(RouteError::Permanent(why)) => {
+            return (all(Result::Permanent(format!("5.1.2 {why}"))), json!({}));
+        }
+        Err(RouteError::Temporary(why)) => {
+            return (all(Result::Temporary(format!("4.4.3 {why}"))), json!({}));
+        }
     };
     let mut last = String::from("no host to try");
     let mut detail = json!({});
@@ -190,11 +235,17 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
         .await
         .map_err(|e| format!("4.4.1 connecting to {}: {e}", target.addr))?;
     client.timeout = d.command_timeout;
-    let greeting = client.read().await.map_err(|e| format!("4.4.2 greeting: {e}"))?;
+    let greeting = client
+        .read()
+        .await
+        .map_err(|e| format!("4.4.2 greeting: {e}"))?;
     if greeting.code != 220 {
         return Err(format!("greeting: {}", text(&greeting)));
     }
-    let ehlo = client.ehlo(me).await.map_err(|e| format!("4.4.2 EHLO: {e}"))?;
+    let ehlo = client
+        .ehlo(me)
+        .await
+        .map_err(|e| format!("4.4.2 EHLO: {e}"))?;
     if !ehlo.has_capability(EXT_START_TLS) {
         if target.tls == RouteTls::Opportunistic {
             return Ok(Conn::Plain(client));
@@ -238,7 +289,9 @@ impl Conn {
     /// TLS facts for the attempt event.
     fn describe(&self, detail: &mut Value, reused: bool) {
         match self {
-            Conn::Tls { facts, verified, .. } => {
+            Conn::Tls {
+                facts, verified, ..
+            } => {
                 detail["tls_version"] = json!(facts.version);
                 detail["tls_cipher"] = json!(facts.cipher);
                 detail["tls_verified"] = json!(verified);

@@ -1,7 +1,9 @@
 //! The queue: accepted messages wait here, per recipient, until they are delivered, fail, or
 //! expire. Rows are claimed with a lease so that several nodes can share one PostgreSQL store.
 
+pub mod admin;
 pub mod delivery;
+pub mod notice;
 pub mod pool;
 pub mod retry;
 pub mod route;
@@ -17,6 +19,10 @@ pub enum RecipientStatus {
     Deferred,
     Delivered,
     Failed,
+    /// Kept by an administrator (`queue hold`) until released.
+    Held,
+    /// Removed by an administrator (`queue delete`), without a notice.
+    Deleted,
 }
 
 impl RecipientStatus {
@@ -26,6 +32,8 @@ impl RecipientStatus {
             RecipientStatus::Deferred => "deferred",
             RecipientStatus::Delivered => "delivered",
             RecipientStatus::Failed => "failed",
+            RecipientStatus::Held => "held",
+            RecipientStatus::Deleted => "deleted",
         }
     }
 }

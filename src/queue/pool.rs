@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 const PER_HOST: usize = 4;
 const TOTAL: usize = 64;
 
+/// Address, TLS policy and the name the certificate was checked against.
+type Key = (SocketAddr, RouteTls, String);
+
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<HashMap<(SocketAddr, RouteTls, String), Vec<(Instant, Conn)>>>,
+    idle: Mutex<HashMap<Key, Vec<(Instant, Conn)>>>,
 }
 
-fn key(t: &Target) -> (SocketAddr, RouteTls, String) {
+fn key(t: &Target) -> Key {
     (t.addr, t.tls, t.host.clone())
 }
 
@@ -65,7 +68,9 @@ impl Pool {
     pub async fn close(&self) {
         let all: Vec<Conn> = {
             let mut idle = self.idle.lock().expect("not poisoned");
-            idle.drain().flat_map(|(_, l)| l.into_iter().map(|(_, c)| c)).collect()
+            idle.drain()
+                .flat_map(|(_, l)| l.into_iter().map(|(_, c)| c))
+                .collect()
         };
         for conn in all {
             conn.quit().await;

@@ -37,13 +37,23 @@ mod tests {
     const M: i64 = 60_000;
 
     fn sched() -> Vec<Duration> {
-        [5, 10, 20, 40, 60].map(|m| Duration::from_secs(60 * m)).to_vec()
+        [5, 10, 20, 40, 60]
+            .map(|m| Duration::from_secs(60 * m))
+            .to_vec()
     }
 
     #[test]
     fn follows_the_schedule_then_repeats_the_last_wait() {
         let life = Duration::from_secs(5 * 24 * 3600);
-        let cases = [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (6, 60), (50, 60)];
+        let cases = [
+            (1, 5),
+            (2, 10),
+            (3, 20),
+            (4, 40),
+            (5, 60),
+            (6, 60),
+            (50, 60),
+        ];
         for (attempts, wait) in cases {
             assert_eq!(
                 next_attempt(&sched(), life, attempts, 0, 1000),
@@ -57,7 +67,10 @@ mod tests {
     fn lifetime_is_honoured() {
         let life = Duration::from_secs(3600);
         // 10 minutes before the end, a 60-minute wait is cut to the deadline...
-        assert_eq!(next_attempt(&sched(), life, 9, 0, 50 * M), Retry::At(60 * M));
+        assert_eq!(
+            next_attempt(&sched(), life, 9, 0, 50 * M),
+            Retry::At(60 * M)
+        );
         // ...and at the deadline the recipient expires.
         assert_eq!(next_attempt(&sched(), life, 10, 0, 60 * M), Retry::Expired);
     }

@@ -78,9 +78,9 @@ async fn addresses(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, 
     }
     match resolver.lookup_ip(format!("{host}.")).await {
         Ok(found) => Ok(found.iter().collect()),
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(RouteError::Permanent(
-            format!("host {host} has no address"),
-        )),
+        Err(e) if e.is_nx_domain() || e.is_no_records_found() => {
+            Err(RouteError::Permanent(format!("host {host} has no address")))
+        }
         Err(e) => Err(RouteError::Temporary(format!("looking up {host}: {e}"))),
     }
 }
@@ -99,7 +99,10 @@ async fn mx_targets(
                 .filter_map(|r| match &r.data {
                     hickory_resolver::proto::rr::RData::MX(mx) => Some((
                         mx.preference,
-                        mx.exchange.to_ascii().trim_end_matches('.').to_ascii_lowercase(),
+                        mx.exchange
+                            .to_ascii()
+                            .trim_end_matches('.')
+                            .to_ascii_lowercase(),
                     )),
                     _ => None,
                 })
@@ -112,14 +115,23 @@ async fn mx_targets(
             // Equal preferences in random order, to spread load (RFC 5321 §5.1).
             mx.shuffle(&mut rand::rng());
             mx.sort_by_key(|(pref, _)| *pref);
-            mx.into_iter().map(|(_, h)| h).filter(|h| !h.is_empty()).collect()
+            mx.into_iter()
+                .map(|(_, h)| h)
+                .filter(|h| !h.is_empty())
+                .collect()
         }
         Err(e) if e.is_nx_domain() => {
-            return Err(RouteError::Permanent(format!("domain {domain} does not exist")));
+            return Err(RouteError::Permanent(format!(
+                "domain {domain} does not exist"
+            )));
         }
         // No MX: the domain itself is the implicit MX (RFC 5321 §5.1).
         Err(e) if e.is_no_records_found() => vec![domain.to_owned()],
-        Err(e) => return Err(RouteError::Temporary(format!("MX lookup for {domain}: {e}"))),
+        Err(e) => {
+            return Err(RouteError::Temporary(format!(
+                "MX lookup for {domain}: {e}"
+            )));
+        }
     };
     let mut targets = Vec::new();
     let mut last_err = None;
@@ -146,10 +158,19 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(parse_host_port("127.0.0.1:25"), Some(("127.0.0.1".into(), 25)));
+        assert_eq!(
+            parse_host_port("127.0.0.1:25"),
+            Some(("127.0.0.1".into(), 25))
+        );
         assert_eq!(parse_host_port("[::1]:2526"), Some(("::1".into(), 2526)));
-        assert_eq!(parse_host_port("Mail.Example.org:587"), Some(("mail.example.org".into(), 587)));
-        assert_eq!(parse_host_port("localhost:25"), Some(("localhost".into(), 25)));
+        assert_eq!(
+            parse_host_port("Mail.Example.org:587"),
+            Some(("mail.example.org".into(), 587))
+        );
+        assert_eq!(
+            parse_host_port("localhost:25"),
+            Some(("localhost".into(), 25))
+        );
         for bad in ["", "host", "host:0", "host:x", "a b:25", ":25"] {
             assert_eq!(parse_host_port(bad), None, "{bad}");
         }

@@ -47,7 +47,11 @@ pub async fn run(ctx: Arc<Context>) {
             Vec::new()
         } else {
             let limit = q.batch as i64;
-            match ctx.store.claim(&owner, now_ms(), lease_ms, limit, &busy).await {
+            match ctx
+                .store
+                .claim(&owner, now_ms(), lease_ms, limit, &busy)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming due recipients");
@@ -83,10 +87,8 @@ pub async fn run(ctx: Arc<Context>) {
             });
         }
         active.retain(|_, n| *n > 0);
-        if !put_back.is_empty() {
-            if let Err(e) = ctx.store.release_ids(&owner, &put_back).await {
-                tracing::warn!(error = %e, "giving back claimed recipients");
-            }
+        if let Err(e) = ctx.store.release_ids(&owner, &put_back).await {
+            tracing::warn!(error = %e, "giving back claimed recipients");
         }
     }
     let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {

@@ -6,7 +6,7 @@ use crate::store::events::{EventKind, Recorder};
 use crate::store::{Backend, Store};
 use anyhow::Result;
 use serde_json::{Value, json};
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 /// A message ready to be queued.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Claimed {
     pub address: String,
     pub domain: String,
     pub attempts: i64,
+    /// The sender was already told this recipient is delayed.
+    pub warned: bool,
 }
 
 /// The result of one attempt for one recipient.
@@ -42,6 +44,8 @@ pub struct Outcome {
     pub reply: String,
     /// The attempt event's detail: host, TLS version, cipher, …
     pub attempt: Value,
+    /// This attempt's notice tells the sender the recipient is delayed.
+    pub warned: bool,
 }
 
 /// A queued message's envelope and bytes, for delivery.
@@ -57,36 +61,7 @@ impl Store {
     /// returns Ok, the message is on disk and the client may be told `250`.
     pub async fn enqueue(&self, rec: &Recorder, m: &NewMessage, now: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO messages (id, direction, sender, size, body, received_at, node, config_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&m.id)
-        .bind(m.direction)
-        .bind(&m.sender)
-        .bind(m.body.len() as i64)
-        .bind(&m.body)
-        .bind(now)
-        .bind(&rec.node)
-        .bind(&rec.config_hash)
-        .execute(&mut *tx)
-        .await?;
-        for rcpt in &m.rcpts {
-            let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            sqlx::query(
-                "INSERT INTO recipients (message_id, address, domain, status, attempts, \
-                 next_attempt_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)",
-            )
-            .bind(&m.id)
-            .bind(rcpt)
-            .bind(domain)
-            .bind(RecipientStatus::Queued.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        rec.record(&mut tx, &m.id, None, EventKind::Received, m.detail.clone())
-            .await?;
+        insert(&mut tx, rec, m, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -119,7 +94,7 @@ impl Store {
                WHERE status IN ('queued', 'deferred') AND next_attempt_at <= $3 \
                  AND (lease_until IS NULL OR lease_until < $3) {skip} \
                ORDER BY next_attempt_at, id LIMIT $4 {lock}) \
-             RETURNING id, message_id, address, domain, attempts"
+             RETURNING id, message_id, address, domain, attempts, warned"
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(owner)
@@ -138,6 +113,7 @@ impl Store {
                     address: r.try_get("address")?,
                     domain: r.try_get("domain")?,
                     attempts: r.try_get("attempts")?,
+                    warned: r.try_get::<i64, _>("warned")? != 0,
                 })
             })
             .collect()
@@ -170,27 +146,43 @@ impl Store {
         .transpose()
     }
 
-    /// Records the outcomes of one attempt: each recipient's new state and its events, in one
-    /// transaction, and gives up the lease.
-    pub async fn finish(&self, rec: &Recorder, outcomes: &[Outcome], now: i64) -> Result<()> {
+    /// Records the outcomes of one attempt: each recipient's new state and its events, and the
+    /// notice to the sender if there is one, in one transaction; gives up the lease.
+    pub async fn finish(
+        &self,
+        rec: &Recorder,
+        outcomes: &[Outcome],
+        notice: Option<&NewMessage>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if let (Some(n), Some(o)) = (notice, outcomes.first()) {
+            queue_notice(&mut tx, rec, &o.recipient.message_id, n, now).await?;
+        }
         for o in outcomes {
             let r = &o.recipient;
             sqlx::query(
                 "UPDATE recipients SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
-                 last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4 \
-                 WHERE id = $5",
+                 last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, \
+                 warned = $5 WHERE id = $6",
             )
             .bind(o.status.as_str())
             .bind(o.next_attempt_at)
             .bind(&o.reply)
             .bind(now)
+            .bind(i64::from(r.warned || o.warned))
             .bind(r.id)
             .execute(&mut *tx)
             .await?;
             let who = Some(r.address.as_str());
-            rec.record(&mut tx, &r.message_id, who, EventKind::Attempt, o.attempt.clone())
-                .await?;
+            rec.record(
+                &mut tx,
+                &r.message_id,
+                who,
+                EventKind::Attempt,
+                o.attempt.clone(),
+            )
+            .await?;
             let kind = match o.status {
                 RecipientStatus::Delivered => EventKind::Delivered,
                 RecipientStatus::Failed => EventKind::Failed,
@@ -200,7 +192,8 @@ impl Store {
             if o.status == RecipientStatus::Deferred {
                 detail["next_attempt_at"] = json!(o.next_attempt_at);
             }
-            rec.record(&mut tx, &r.message_id, who, kind, detail).await?;
+            rec.record(&mut tx, &r.message_id, who, kind, detail)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -248,4 +241,75 @@ impl Store {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+impl Store {
+    /// Queues a notice about `original` on its own (an administrator's bounce).
+    pub async fn enqueue_notice(
+        &self,
+        rec: &Recorder,
+        original: &str,
+        notice: &NewMessage,
+        now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        queue_notice(&mut tx, rec, original, notice, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Queues a notice and records on the original message that it was sent.
+async fn queue_notice(
+    tx: &mut Transaction<'_, Any>,
+    rec: &Recorder,
+    original: &str,
+    notice: &NewMessage,
+    now: i64,
+) -> Result<()> {
+    insert(tx, rec, notice, now).await?;
+    let detail =
+        json!({ "notice_id": notice.id, "to": notice.rcpts, "kind": notice.detail["notice"] });
+    rec.record(tx, original, None, EventKind::Notice, detail)
+        .await
+}
+
+/// Inserts a message, its recipients and its `received` event inside the caller's transaction.
+async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    rec: &Recorder,
+    m: &NewMessage,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO messages (id, direction, sender, size, body, received_at, node, config_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&m.id)
+    .bind(m.direction)
+    .bind(&m.sender)
+    .bind(m.body.len() as i64)
+    .bind(&m.body)
+    .bind(now)
+    .bind(&rec.node)
+    .bind(&rec.config_hash)
+    .execute(&mut **tx)
+    .await?;
+    for rcpt in &m.rcpts {
+        let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        sqlx::query(
+            "INSERT INTO recipients (message_id, address, domain, status, attempts, \
+                 next_attempt_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)",
+        )
+        .bind(&m.id)
+        .bind(rcpt)
+        .bind(domain)
+        .bind(RecipientStatus::Queued.as_str())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    rec.record(tx, &m.id, None, EventKind::Received, m.detail.clone())
+        .await?;
+    Ok(())
 }

@@ -198,6 +198,9 @@ mod tests {
         let mut input = vec![b'x'; 100_000];
         input.extend_from_slice(b"\r\nQUIT\r\n");
         let got = lines(&input).await;
-        assert_eq!(got, vec![Line::TooLong, Line::Command(b"QUIT\r\n".to_vec())]);
+        assert_eq!(
+            got,
+            vec![Line::TooLong, Line::Command(b"QUIT\r\n".to_vec())]
+        );
     }
 }

@@ -152,72 +152,6 @@ impl DataDecoder {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(input: &[u8], policy: BareLf) -> (Option<usize>, Result<Vec<u8>, Problem>) {
-        let mut d = DataDecoder::new(1 << 20, policy);
-        let end = d.feed(input);
-        (end, d.finish())
-    }
-
-    #[test]
-    fn ends_only_on_crlf_dot_crlf() {
-        use BareLf::*;
-        let cases: &[(&[u8], BareLf, Option<usize>, Result<&[u8], Problem>)] = &[
-            (b".\r\n", Reject, Some(3), Ok(b"")),
-            (b"a\r\n.\r\n", Reject, Some(6), Ok(b"a\r\n")),
-            (b"a\r\n.\r\nMAIL", Reject, Some(6), Ok(b"a\r\n")),
-            (b"..x\r\n.\r\n", Reject, Some(8), Ok(b".x\r\n")),
-            (b"a\r\n..\r\n.\r\n", Reject, Some(10), Ok(b"a\r\n.\r\n")),
-            // Smuggling variants never end the message.
-            (b"a\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
-            (b"a\r\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
-            (b"a\n.\r\nb", Reject, None, Err(Problem::BareLineEnd)),
-            (b"a\r.\rb", Reject, None, Err(Problem::BareLineEnd)),
-            (b"a\r\n.\rb", Reject, None, Err(Problem::BareLineEnd)),
-            // ...and once the real end comes, the message is refused (or normalised).
-            (b"a\n.\nb\r\n.\r\n", Reject, Some(10), Err(Problem::BareLineEnd)),
-            (b"a\n.\nb\r\n.\r\n", Normalise, Some(10), Ok(b"a\r\n.\r\nb\r\n")),
-            (b"a\rb\r\n.\r\n", Normalise, Some(8), Ok(b"a\r\nb\r\n")),
-            (b"a\r\n.\rb\r\n.\r\n", Normalise, Some(11), Ok(b"a\r\n\r\nb\r\n")),
-        ];
-        for (input, policy, end, want) in cases {
-            let (got_end, got) = run(input, *policy);
-            assert_eq!(got_end, *end, "{:?}", String::from_utf8_lossy(input));
-            if end.is_some() {
-                assert_eq!(got, want.map(|b| b.to_vec()), "{:?}", String::from_utf8_lossy(input));
-            } else {
-                assert!(got.is_err() || *policy == Normalise);
-            }
-        }
-    }
-
-    #[test]
-    fn split_anywhere_gives_the_same_result() {
-        let input = b"Subject: x\r\n\r\n..a\r\nb\r\n.\r\nQUIT\r\n";
-        for cut in 0..input.len() {
-            let mut d = DataDecoder::new(1 << 20, BareLf::Reject);
-            let first = d.feed(&input[..cut]);
-            let end = first.or_else(|| d.feed(&input[cut..]).map(|n| n + cut));
-            assert_eq!(end, Some(input.len() - 6), "cut at {cut}");
-            assert_eq!(d.finish().unwrap(), b"Subject: x\r\n\r\n.a\r\nb\r\n");
-        }
-    }
-
-    #[test]
-    fn limits() {
-        let long = [vec![b'x'; 999], b"\r\n.\r\n".to_vec()].concat();
-        assert_eq!(run(&long, BareLf::Reject).1, Err(Problem::LineTooLong));
-        let ok = [vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
-        assert!(run(&ok, BareLf::Reject).1.is_ok());
-        let mut d = DataDecoder::new(10, BareLf::Reject);
-        assert_eq!(d.feed(b"0123456789\r\n.\r\n"), Some(15));
-        assert_eq!(d.finish(), Err(Problem::TooBig));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The DATA command in the session.
 
@@ -320,5 +254,97 @@ impl Session {
                 reply::storage_failed()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(input: &[u8], policy: BareLf) -> (Option<usize>, Result<Vec<u8>, Problem>) {
+        let mut d = DataDecoder::new(1 << 20, policy);
+        let end = d.feed(input);
+        (end, d.finish())
+    }
+
+    #[test]
+    fn ends_only_on_crlf_dot_crlf() {
+        use BareLf::*;
+        type Case = (
+            &'static [u8],
+            BareLf,
+            Option<usize>,
+            Result<&'static [u8], Problem>,
+        );
+        let cases: &[Case] = &[
+            (b".\r\n", Reject, Some(3), Ok(b"")),
+            (b"a\r\n.\r\n", Reject, Some(6), Ok(b"a\r\n")),
+            (b"a\r\n.\r\nMAIL", Reject, Some(6), Ok(b"a\r\n")),
+            (b"..x\r\n.\r\n", Reject, Some(8), Ok(b".x\r\n")),
+            (b"a\r\n..\r\n.\r\n", Reject, Some(10), Ok(b"a\r\n.\r\n")),
+            // Smuggling variants never end the message.
+            (b"a\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r\n.\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\n.\r\nb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r.\rb", Reject, None, Err(Problem::BareLineEnd)),
+            (b"a\r\n.\rb", Reject, None, Err(Problem::BareLineEnd)),
+            // ...and once the real end comes, the message is refused (or normalised).
+            (
+                b"a\n.\nb\r\n.\r\n",
+                Reject,
+                Some(10),
+                Err(Problem::BareLineEnd),
+            ),
+            (
+                b"a\n.\nb\r\n.\r\n",
+                Normalise,
+                Some(10),
+                Ok(b"a\r\n.\r\nb\r\n"),
+            ),
+            (b"a\rb\r\n.\r\n", Normalise, Some(8), Ok(b"a\r\nb\r\n")),
+            (
+                b"a\r\n.\rb\r\n.\r\n",
+                Normalise,
+                Some(11),
+                Ok(b"a\r\n\r\nb\r\n"),
+            ),
+        ];
+        for (input, policy, end, want) in cases {
+            let (got_end, got) = run(input, *policy);
+            assert_eq!(got_end, *end, "{:?}", String::from_utf8_lossy(input));
+            if end.is_some() {
+                assert_eq!(
+                    got,
+                    want.map(|b| b.to_vec()),
+                    "{:?}",
+                    String::from_utf8_lossy(input)
+                );
+            } else {
+                assert!(got.is_err() || *policy == Normalise);
+            }
+        }
+    }
+
+    #[test]
+    fn split_anywhere_gives_the_same_result() {
+        let input = b"Subject: x\r\n\r\n..a\r\nb\r\n.\r\nQUIT\r\n";
+        for cut in 0..input.len() {
+            let mut d = DataDecoder::new(1 << 20, BareLf::Reject);
+            let first = d.feed(&input[..cut]);
+            let end = first.or_else(|| d.feed(&input[cut..]).map(|n| n + cut));
+            assert_eq!(end, Some(input.len() - 6), "cut at {cut}");
+            assert_eq!(d.finish().unwrap(), b"Subject: x\r\n\r\n.a\r\nb\r\n");
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let long = [vec![b'x'; 999], b"\r\n.\r\n".to_vec()].concat();
+        assert_eq!(run(&long, BareLf::Reject).1, Err(Problem::LineTooLong));
+        let ok = [vec![b'x'; 998], b"\r\n.\r\n".to_vec()].concat();
+        assert!(run(&ok, BareLf::Reject).1.is_ok());
+        let mut d = DataDecoder::new(10, BareLf::Reject);
+        assert_eq!(d.feed(b"0123456789\r\n.\r\n"), Some(15));
+        assert_eq!(d.finish(), Err(Problem::TooBig));
     }
 }

@@ -145,7 +145,9 @@ async fn handle(
     let result = match kind {
         ListenerTls::Starttls => {
             let mut conn = Connection::new(stream);
-            greet_and_serve(&mut session, &mut conn).await.map(|next| (next, conn))
+            greet_and_serve(&mut session, &mut conn)
+                .await
+                .map(|next| (next, conn))
         }
         ListenerTls::Implicit => Ok((Next::StartTls, Connection::new(stream))),
     };
@@ -186,6 +188,7 @@ async fn greet_and_serve<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session,
     conn: &mut Connection<S>,
 ) -> std::io::Result<Next> {
-    conn.send(&reply::greeting(&session.ctx.config.server.hostname)).await?;
+    conn.send(&reply::greeting(&session.ctx.config.server.hostname))
+        .await?;
     session.serve(conn).await
 }

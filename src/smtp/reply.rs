@@ -73,7 +73,11 @@ pub fn bye(host: &str) -> Reply {
     Reply::new(221, "2.0.0", format!("{host} closing connection"))
 }
 pub fn vrfy() -> Reply {
-    Reply::new(252, "2.5.0", "cannot verify the user, but will accept the message and attempt delivery")
+    Reply::new(
+        252,
+        "2.5.0",
+        "cannot verify the user, but will accept the message and attempt delivery",
+    )
 }
 pub fn help() -> Reply {
     Reply::new(214, "2.0.0", "see RFC 5321")
@@ -89,7 +93,11 @@ pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.7.0", "too many connections, try again later")
 }
 pub fn too_many_from_you() -> Reply {
-    Reply::new(421, "4.7.0", "too many connections from your address, try again later")
+    Reply::new(
+        421,
+        "4.7.0",
+        "too many connections from your address, try again later",
+    )
 }
 pub fn timeout() -> Reply {
     Reply::new(421, "4.4.2", "timeout, closing connection")
@@ -108,7 +116,11 @@ pub fn too_many_recipients() -> Reply {
 }
 
 pub fn line_too_long() -> Reply {
-    Reply::new(500, "5.5.2", "line too long (512 octets at most for a command)")
+    Reply::new(
+        500,
+        "5.5.2",
+        "line too long (512 octets at most for a command)",
+    )
 }
 pub fn bare_lf_command() -> Reply {
     Reply::new(500, "5.5.2", "commands must end with <CR><LF>")
@@ -154,16 +166,28 @@ pub fn bare_lf_data() -> Reply {
     )
 }
 pub fn text_line_too_long() -> Reply {
-    Reply::new(550, "5.5.2", "message refused: a line is longer than 1000 octets")
+    Reply::new(
+        550,
+        "5.5.2",
+        "message refused: a line is longer than 1000 octets",
+    )
 }
 pub fn too_big(max: usize) -> Reply {
-    Reply::new(552, "5.3.4", format!("message too big: the limit is {max} octets"))
+    Reply::new(
+        552,
+        "5.3.4",
+        format!("message too big: the limit is {max} octets"),
+    )
 }
 pub fn relay_denied() -> Reply {
     Reply::new(554, "5.7.1", "relay not permitted")
 }
 pub fn relay_trick() -> Reply {
-    Reply::new(554, "5.7.1", "relay not permitted: source routes, %, ! and quoted @ are refused")
+    Reply::new(
+        554,
+        "5.7.1",
+        "relay not permitted: source routes, %, ! and quoted @ are refused",
+    )
 }
 pub fn no_valid_recipients() -> Reply {
     Reply::new(554, "5.5.1", "no valid recipients")
@@ -176,18 +200,39 @@ mod tests {
     #[test]
     fn wire_forms() {
         assert_eq!(ok().to_wire(), b"250 2.0.0 OK\r\n");
-        assert_eq!(greeting("mx.test").to_wire(), b"220 mx.test ESMTP Passerelle\r\n");
+        assert_eq!(
+            greeting("mx.test").to_wire(),
+            b"220 mx.test ESMTP Passerelle\r\n"
+        );
         let multi = Reply::new(250, "", "mx.test\nPIPELINING\nSTARTTLS");
-        assert_eq!(multi.to_wire(), b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n");
+        assert_eq!(
+            multi.to_wire(),
+            b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n"
+        );
     }
 
     #[test]
     fn every_error_reply_has_an_enhanced_code() {
         for r in [
-            too_many_connections(), timeout(), storage_failed(), too_many_recipients(),
-            line_too_long(), unknown_command(), syntax("x"), bad_sender(), bad_recipient(),
-            not_implemented("X"), bad_sequence("x"), tls_required(), bare_lf_data(), too_big(1),
-            relay_denied(), relay_trick(), no_valid_recipients(), vrfy(), queued("x"),
+            too_many_connections(),
+            timeout(),
+            storage_failed(),
+            too_many_recipients(),
+            line_too_long(),
+            unknown_command(),
+            syntax("x"),
+            bad_sender(),
+            bad_recipient(),
+            not_implemented("X"),
+            bad_sequence("x"),
+            tls_required(),
+            bare_lf_data(),
+            too_big(1),
+            relay_denied(),
+            relay_trick(),
+            no_valid_recipients(),
+            vrfy(),
+            queued("x"),
         ] {
             let wire = String::from_utf8(r.to_wire()).unwrap();
             let enhanced = wire.split(' ').nth(1).unwrap();

@@ -101,7 +101,8 @@ impl Session {
                     Step::Reply(r) => Some(r),
                     Step::Replied => None,
                     Step::Quit => {
-                        conn.send(&reply::bye(&self.ctx.config.server.hostname)).await?;
+                        conn.send(&reply::bye(&self.ctx.config.server.hostname))
+                            .await?;
                         return Ok(Next::Close);
                     }
                     Step::StartTls => {

@@ -14,8 +14,16 @@ pub enum EventKind {
     Attempt,
     Delivered,
     Deferred,
-    /// Failed for good (5xx, or the queue lifetime ran out).
+    /// Failed for good (5xx, the queue lifetime ran out, or bounced by an administrator).
     Failed,
+    /// A delivery status notice about this message was queued for its sender.
+    Notice,
+    /// An administrator made the recipient due now.
+    AdminRetry,
+    Held,
+    Released,
+    /// Removed from the queue by an administrator, without a notice.
+    Deleted,
 }
 
 impl EventKind {
@@ -26,6 +34,11 @@ impl EventKind {
             EventKind::Delivered => "delivered",
             EventKind::Deferred => "deferred",
             EventKind::Failed => "failed",
+            EventKind::Notice => "notice",
+            EventKind::AdminRetry => "retry",
+            EventKind::Held => "held",
+            EventKind::Released => "released",
+            EventKind::Deleted => "deleted",
         }
     }
 }

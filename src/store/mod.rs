@@ -35,16 +35,31 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "queue",
-    include_str!("../../migrations/sqlite/0001_queue.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "queue",
-    include_str!("../../migrations/postgres/0001_queue.sql"),
-)];
+// Released migrations are never edited: a change is a new file.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "queue",
+        include_str!("../../migrations/sqlite/0001_queue.sql"),
+    ),
+    (
+        2,
+        "warned",
+        include_str!("../../migrations/sqlite/0002_warned.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "queue",
+        include_str!("../../migrations/postgres/0001_queue.sql"),
+    ),
+    (
+        2,
+        "warned",
+        include_str!("../../migrations/postgres/0002_warned.sql"),
+    ),
+];
 
 impl Store {
     /// Connects to `sqlite://PATH` (created with its folder when missing) or `postgres://…`.

@@ -60,9 +60,7 @@ impl Client {
         tls: rustls::ClientConfig,
     ) -> (Client, Reply) {
         let socket = TcpSocket::new_v4().unwrap();
-        socket
-            .bind(format!("{local}:0").parse().unwrap())
-            .unwrap();
+        socket.bind(format!("{local}:0").parse().unwrap()).unwrap();
         let stream = socket.connect(addr).await.unwrap();
         Self::start(Box::new(stream), tls).await
     }
@@ -168,7 +166,11 @@ impl Client {
             data.push_str("\r\n");
         }
         let stuffed = data.replace("\r\n.", "\r\n..");
-        let stuffed = if stuffed.starts_with('.') { format!(".{stuffed}") } else { stuffed };
+        let stuffed = if stuffed.starts_with('.') {
+            format!(".{stuffed}")
+        } else {
+            stuffed
+        };
         self.send_raw(format!("{stuffed}.\r\n").as_bytes()).await;
         self.read().await
     }

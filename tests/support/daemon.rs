@@ -27,6 +27,11 @@ pub struct TestConfig {
     /// Extra `key = value` lines for `[session]`.
     pub session: Vec<String>,
     pub min_tls: &'static str,
+    /// Extra `key = value` lines for `[queue]` and `[delivery]`.
+    pub queue: Vec<String>,
+    pub delivery: Vec<String>,
+    /// Where the daemon's resolver asks: a `TestDns`; by default a port where nothing answers.
+    pub nameserver: String,
     server_cert: (PathBuf, PathBuf),
 }
 
@@ -48,6 +53,9 @@ impl TestConfig {
             lease: "10s",
             session: Vec::new(),
             min_tls: "1.2",
+            queue: Vec::new(),
+            delivery: Vec::new(),
+            nameserver: "127.0.0.1:9".into(),
             server_cert: (leaf.cert, leaf.key),
             dir,
             ca,
@@ -111,26 +119,36 @@ retry = [{retry}]
 lifetime = {lifetime}
 lease = {lease}
 poll_interval = "200ms"
+{queue}
 
 [delivery]
 connect_timeout = "2s"
 command_timeout = "10s"
 trusted_ca = {ca}
+{delivery}
 
 [store]
 url = {url}
 max_connections = 5
 
 [dns]
-nameservers = ["127.0.0.1:9"]
+nameservers = [{nameserver}]
 timeout = "1s"
 attempts = 1
 "#,
-            retry = self.retry.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "),
+            retry = self
+                .retry
+                .iter()
+                .map(|s| q(s))
+                .collect::<Vec<_>>()
+                .join(", "),
             lifetime = q(self.lifetime),
             lease = q(self.lease),
             ca = q(&self.ca.ca_pem.display().to_string()),
             url = q(&self.store_url),
+            queue = self.queue.join("\n"),
+            delivery = self.delivery.join("\n"),
+            nameserver = q(&self.nameserver),
         ));
         t
     }

@@ -1,17 +1,20 @@
 //! Test harness: the real daemon on port 0, a test CA, an SMTP sink standing in for remote
 //! servers, a line client, and a fresh database per test (SQLite always, PostgreSQL when
 //! `DATABASE_URL` is set). Only the internet is faked, over the wire.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod certs;
 pub mod client;
 pub mod daemon;
 pub mod db;
+pub mod dns;
 pub mod sink;
 
+pub use certs::TestCa;
 pub use client::Client;
 pub use daemon::{Daemon, TestConfig};
 pub use db::Backend;
+pub use dns::TestDns;
 pub use sink::Sink;
 
 use std::time::Duration;

@@ -36,6 +36,8 @@ pub struct Script {
 
 pub struct Sink {
     pub addr: SocketAddr,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     pub messages: Arc<Mutex<Vec<Received>>>,
     pub script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
@@ -64,12 +66,15 @@ impl Sink {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(Script::default()));
         let (m, s) = (messages.clone(), script.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
         let acceptor = TlsAcceptor::from(Arc::new(server));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (m, s, acceptor) = (m.clone(), s.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     let _ = session(Box::new(stream), acceptor, m, s).await;
@@ -78,6 +83,7 @@ impl Sink {
         });
         Sink {
             addr,
+            connections,
             messages,
             script,
             task,
@@ -191,6 +197,9 @@ async fn session(
 
 fn addr_of(line: &str) -> String {
     let start = line.find('<').map(|i| i + 1).unwrap_or(0);
-    let end = line[start..].find('>').map(|i| i + start).unwrap_or(line.len());
+    let end = line[start..]
+        .find('>')
+        .map(|i| i + start)
+        .unwrap_or(line.len());
     line[start..end].to_owned()
 }

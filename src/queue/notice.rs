@@ -1,0 +1,65 @@
+//! Which failures and delays the sender hears about, as one delivery status notice per event.
+//! The notice itself is built by `dsn.rs`; here it becomes a queued message with an empty
+//! envelope sender (so that it can never cause a notice in turn), addressed to the sender.
+
+use super::store::{NewMessage, Queued};
+use crate::dsn::{self, Action, Notice, RecipientReport};
+use crate::message::new_id;
+use serde_json::json;
+
+/// The notice for `reports` about message `id`, or None when there is nobody to tell: a message
+/// with an empty sender (itself a notice) never gets one (RFC 5321 §4.5.5).
+pub fn build(
+    hostname: &str,
+    id: &str,
+    msg: &Queued,
+    reports: &[RecipientReport],
+    retry_until: Option<i64>,
+    now: i64,
+) -> Option<NewMessage> {
+    if msg.sender.is_empty() || reports.is_empty() {
+        return None;
+    }
+    let body = dsn::build(&Notice {
+        reporting_mta: hostname,
+        queue_id: id,
+        sender: &msg.sender,
+        arrival: msg.received_at,
+        recipients: reports,
+        original: &msg.body,
+        now,
+        retry_until,
+    });
+    let failed = reports.iter().any(|r| matches!(r.action, Action::Failed));
+    let kind = if failed { "failed" } else { "delayed" };
+    let rcpt = match crate::envelope::split(&msg.sender) {
+        Some((local, domain)) => format!("{local}@{domain}"),
+        None => msg.sender.clone(),
+    };
+    Some(NewMessage {
+        id: new_id(),
+        direction: "notice",
+        sender: String::new(),
+        body,
+        rcpts: vec![rcpt],
+        detail: json!({ "notice": kind, "about": id, "from": "", "direction": "notice" }),
+    })
+}
+
+/// A report line for one recipient.
+pub fn report(
+    address: &str,
+    action: Action,
+    reply: &str,
+    remote: Option<&str>,
+    at: i64,
+) -> RecipientReport {
+    RecipientReport {
+        address: address.to_owned(),
+        action,
+        status: dsn::status_of(reply),
+        diagnostic: reply.to_owned(),
+        remote_mta: remote.map(str::to_owned),
+        last_attempt: Some(at),
+    }
+}

@@ -1,0 +1,324 @@
+//! The queue: notices to the sender (failure, expiry, delay), queue operations, connection
+//! reuse, outbound TLS policy. Retry and expiry use short schedules from the config.
+
+mod support;
+
+use support::client::message;
+use support::{Backend, Client, Daemon, Sink, TestCa, TestConfig};
+
+/// Sends one message from `from` to `rcpts` through the MX listener; returns its id.
+async fn send(d: &Daemon, cfg: &TestConfig, from: &str, rcpts: &[&str]) -> String {
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    let id = c
+        .send_mail(from, rcpts, &message("queue test"))
+        .await
+        .expect(250)
+        .queued_id();
+    c.cmd("QUIT").await;
+    id
+}
+
+fn trace(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
+    let out = d.cli(&["trace", id, "--json"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_event(d: &Daemon, id: &str, kind: &str) -> Vec<serde_json::Value> {
+    support::eventually(&format!("a {kind} event for {id}"), || async {
+        let t = trace(d, id);
+        t.iter().any(|e| e["kind"] == kind).then_some(t)
+    })
+    .await
+}
+
+fn queue_list(d: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["queue", "list", "--json"];
+    all.extend_from_slice(args);
+    let out = d.cli(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A recipient refused with 5xx fails at once, and the sender gets one RFC 3464 report, sent
+/// with an empty envelope sender; the original's body is not copied into it.
+async fn failure_notifies_the_sender(backend: Backend) {
+    let cfg = TestConfig::new(backend).await;
+    let sink = Sink::start(&cfg.ca).await;
+    sink.script()
+        .rcpt
+        .insert("gone@example.test".into(), "550 5.1.1 no such user".into());
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let id = send(
+        &d,
+        &cfg,
+        "alice@example.test",
+        &["gone@example.test", "bob@example.test"],
+    )
+    .await;
+    let got = sink.wait_for(2).await;
+    let original = got.iter().find(|m| !m.mail_from.is_empty()).unwrap();
+    assert_eq!(original.rcpts, ["bob@example.test"]);
+    let notice = got
+        .iter()
+        .find(|m| m.mail_from.is_empty())
+        .expect("a notice with MAIL FROM:<>");
+    assert_eq!(notice.rcpts, ["alice@example.test"]);
+    let text = notice.text();
+    assert!(text.contains("multipart/report"), "{text}");
+    assert!(
+        text.contains("report-type=delivery-status")
+            || text.contains("report-type=\"delivery-status\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("gone@example.test") && text.contains("5.1.1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("this is a test"),
+        "the original body must not be copied back"
+    );
+    let t = wait_event(&d, &id, "notice").await;
+    assert_eq!(t.iter().filter(|e| e["kind"] == "notice").count(), 1);
+}
+
+/// A message with an empty sender never causes a notice.
+async fn no_notice_for_null_sender(backend: Backend) {
+    let cfg = TestConfig::new(backend).await;
+    let sink = Sink::start(&cfg.ca).await;
+    sink.script()
+        .rcpt
+        .insert("gone@example.test".into(), "550 5.1.1 no such user".into());
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let id = send(&d, &cfg, "", &["gone@example.test", "bob@example.test"]).await;
+    let t = wait_event(&d, &id, "failed").await;
+    sink.wait_for(1).await;
+    assert!(!t.iter().any(|e| e["kind"] == "notice"), "{t:#?}");
+    assert_eq!(sink.received().len(), 1);
+}
+
+/// Past `queue.lifetime` a deferred recipient fails and the sender is told; before that, after
+/// `queue.warn_after`, the sender is told once that delivery is delayed.
+async fn delay_warning_then_expiry(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.retry = vec!["300ms"];
+    cfg.lifetime = "3s";
+    cfg.queue = vec!["warn_after = \"1s\"".into()];
+    let senders = Sink::start(&cfg.ca).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = cfg
+        .domain("example.test", down)
+        .domain("client.test", senders.addr);
+    let d = Daemon::start(&cfg).await;
+    let id = send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
+    let notices = senders.wait_for(2).await;
+    let (delayed, failed) = (notices[0].text(), notices[1].text());
+    assert!(delayed.contains("Subject: Delayed Mail"), "{delayed}");
+    assert!(delayed.contains("Action: delayed"), "{delayed}");
+    assert!(failed.contains("Subject: Undelivered Mail"), "{failed}");
+    assert!(failed.contains("Action: failed"), "{failed}");
+    let t = wait_event(&d, &id, "failed").await;
+    let failed_event = t.iter().find(|e| e["kind"] == "failed").unwrap();
+    assert!(
+        failed_event["detail"]["reply"]
+            .as_str()
+            .unwrap()
+            .contains("lifetime")
+    );
+    assert_eq!(
+        t.iter().filter(|e| e["kind"] == "notice").count(),
+        2,
+        "one delay, one failure"
+    );
+}
+
+/// hold, release, retry, bounce and delete, against a running daemon, each an event.
+async fn queue_operations(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.retry = vec!["1h"];
+    let senders = Sink::start(&cfg.ca).await;
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = cfg
+        .domain("example.test", down)
+        .domain("client.test", senders.addr);
+    let d = Daemon::start(&cfg).await;
+    let a = send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
+    let b = send(&d, &cfg, "alice@client.test", &["carol@example.test"]).await;
+    let c = send(&d, &cfg, "alice@client.test", &["dave@example.test"]).await;
+    for id in [&a, &b, &c] {
+        wait_event(&d, id, "deferred").await;
+    }
+    let listed = queue_list(&d, &["--domain", "example.test"]);
+    assert_eq!(listed.len(), 3, "{listed:#?}");
+    assert!(listed.iter().all(|e| e["status"] == "deferred"));
+    assert_eq!(
+        queue_list(&d, &["--recipient", "carol@example.test"]).len(),
+        1
+    );
+
+    assert!(d.cli(&["queue", "hold", &a]).status.success());
+    assert_eq!(
+        queue_list(&d, &["--status", "held"])[0]["message_id"],
+        a.as_str()
+    );
+    assert!(d.cli(&["queue", "delete", &c]).status.success());
+    assert!(
+        d.cli(&["queue", "retry"]).status.code() != Some(0),
+        "retry needs ids or --all"
+    );
+
+    // The next hop comes back; with a 1h schedule only an administrator's retry sends now.
+    let sink = Sink::start_on(&cfg.ca, &down.to_string()).await;
+    assert!(d.cli(&["queue", "retry", "--all"]).status.success());
+    let got = sink.wait_for(1).await;
+    assert_eq!(
+        got[0].rcpts,
+        ["carol@example.test"],
+        "held and deleted stay put"
+    );
+    assert!(d.cli(&["queue", "release", &a]).status.success());
+    let got = sink.wait_for(2).await;
+    assert_eq!(got[1].rcpts, ["bob@example.test"]);
+
+    let e = send(&d, &cfg, "alice@client.test", &["erin@example.test"]).await;
+    sink.script()
+        .rcpt
+        .insert("erin@example.test".into(), "451 4.3.0 later".into());
+    wait_event(&d, &e, "deferred").await;
+    let out = d.cli(&["queue", "bounce", &e]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let notice = senders.wait_for(1).await;
+    assert!(notice[0].text().contains("erin@example.test"));
+    assert!(notice[0].text().contains("administrator"));
+
+    let kinds = |id: &str| -> Vec<String> {
+        trace(&d, id)
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(kinds(&a).contains(&"held".into()) && kinds(&a).contains(&"released".into()));
+    assert!(kinds(&b).contains(&"retry".into()));
+    assert!(kinds(&c).contains(&"deleted".into()));
+    assert!(!kinds(&c).contains(&"delivered".into()));
+    assert!(kinds(&e).contains(&"failed".into()) && kinds(&e).contains(&"notice".into()));
+    let shown = d.cli(&["queue", "show", &c]);
+    assert!(String::from_utf8_lossy(&shown.stdout).contains("deleted"));
+}
+
+/// Messages to one host in a row reuse one connection (and its TLS session).
+async fn connections_are_reused(backend: Backend) {
+    let cfg = TestConfig::new(backend).await;
+    let sink = Sink::start(&cfg.ca).await;
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let mut ids = Vec::new();
+    for i in 1..=3 {
+        ids.push(send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await);
+        sink.wait_for(i).await;
+    }
+    assert_eq!(
+        sink.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    let t = wait_event(&d, &ids[2], "attempt").await;
+    let attempt = t.iter().find(|e| e["kind"] == "attempt").unwrap();
+    assert_eq!(attempt["detail"]["reused_connection"], true);
+    assert_eq!(attempt["detail"]["tls_version"], "TLSv1.3");
+}
+
+/// `require-verified` defers a host whose certificate is not trusted; `require` accepts it;
+/// `opportunistic` sends in clear only when TLS is not offered.
+async fn outbound_tls_policy(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    let stranger = TestCa::new(&cfg.dir.path().join("stranger").tap_mkdir());
+    let untrusted = Sink::start(&stranger).await;
+    let clear = Sink::start(&cfg.ca).await;
+    clear.script().no_starttls = true;
+    cfg.route_tls = "require-verified";
+    cfg.delivery = vec![
+        "[delivery.routes]".into(),
+        format!("\"any.test\" = \"{}\"", untrusted.addr),
+        format!("\"clear.test\" = \"{}\"", clear.addr),
+        "[delivery.tls_policy]".into(),
+        "\"clear.test\" = \"opportunistic\"".into(),
+    ];
+    let cfg = cfg.domain("verified.test", untrusted.addr);
+    let d = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect_from("127.0.0.2", d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    let v = c
+        .send_mail("a@verified.test", &["x@verified.test"], &message("v"))
+        .await
+        .expect(250)
+        .queued_id();
+    let a = c
+        .send_mail("a@verified.test", &["x@any.test"], &message("a"))
+        .await
+        .expect(250)
+        .queued_id();
+    let o = c
+        .send_mail("a@verified.test", &["x@clear.test"], &message("o"))
+        .await
+        .expect(250)
+        .queued_id();
+    let t = wait_event(&d, &v, "deferred").await;
+    let reply = t.iter().find(|e| e["kind"] == "deferred").unwrap()["detail"]["reply"].to_string();
+    assert!(reply.contains("4.7.5") && reply.contains("TLS"), "{reply}");
+    wait_event(&d, &a, "delivered").await;
+    let t = wait_event(&d, &o, "delivered").await;
+    assert_eq!(
+        t.iter().find(|e| e["kind"] == "attempt").unwrap()["detail"]["tls_version"],
+        "none"
+    );
+    let got = untrusted.wait_for(1).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "only the any.test message reached the untrusted host"
+    );
+    assert!(got[0].tls);
+    assert!(!clear.wait_for(1).await[0].tls);
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+on_both_stores!(
+    failure_notifies_the_sender,
+    no_notice_for_null_sender,
+    delay_warning_then_expiry,
+    queue_operations,
+    connections_are_reused,
+    outbound_tls_policy,
+);
