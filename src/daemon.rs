@@ -129,8 +129,15 @@ async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            // Postfix habit: `reload`. Policy changes here take a restart, which loses nothing.
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP ignored: the policy is read at start; restart (SIGTERM, then start) to apply changes"
+            ),
+        }
     }
 }

@@ -54,12 +54,10 @@
 --   [store]
 --   url = "postgres://passerelle@db.internal/passerelle"     # password: see below
 --
--- When every migration is already applied, sqlx does not change the schema at start: it reads
--- _sqlx_migrations to compare versions and checksums. But before reading, it runs
--- `CREATE TABLE IF NOT EXISTS _sqlx_migrations (...)` every time, and PostgreSQL checks the
--- CREATE privilege on the schema before it looks whether the table exists. Without CREATE on
--- the schema, `serve` (and `queue` and `trace`, which also run the migrator) fails with
--- "permission denied for schema passerelle". See the block marked WORKAROUND below.
+-- When every migration this binary knows is already applied, the daemon only reads
+-- _sqlx_migrations at start and changes nothing, so it needs no CREATE on the schema. When one
+-- is missing, `serve` tries to apply it and fails for lack of privileges: run `passerelle
+-- migrate` as the owner first. Admin commands (`queue`, `trace`) never migrate.
 --
 -- The daemon's password: set it with `\password passerelle` in psql (the password does not
 -- reach the server log), or use certificate or peer authentication in pg_hba.conf, e.g.
@@ -125,16 +123,8 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 -- New sessions see this; it does not change sessions already open.
 ALTER DATABASE passerelle SET search_path = passerelle;
 
--- WORKAROUND, until the daemon stops running sqlx's migrator when nothing is pending.
--- sqlx runs `CREATE TABLE IF NOT EXISTS _sqlx_migrations` at every start, which needs CREATE on
--- the schema even when the table exists. CREATE lets the daemon make new tables of its own; it
--- does NOT let it ALTER, DROP or TRUNCATE the owner's tables, nor UPDATE or DELETE events.
--- The risk: if a new version's migration is pending when `serve` starts, the daemon tries to
--- apply it itself. A migration that alters an owner's table fails (`serve` exits with "must be
--- owner of table ..."); one that only creates tables succeeds, and the daemon owns them (step 5
--- below then warns). Always run `passerelle migrate` as the owner first. Remove this line (and run REVOKE CREATE ON SCHEMA passerelle FROM passerelle)
--- once the daemon no longer needs it.
-GRANT CREATE ON SCHEMA passerelle TO passerelle;
+-- The daemon creates nothing: earlier versions of this script granted it CREATE.
+REVOKE CREATE ON SCHEMA passerelle FROM passerelle;
 
 -- 4. Privileges ------------------------------------------------------------------------------
 

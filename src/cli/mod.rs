@@ -69,6 +69,14 @@ pub fn run() -> ExitCode {
         }
     };
     if let Command::CheckConfig = cli.command {
+        // The files exist (validation said so); they must also parse and match.
+        let t = &config.tls;
+        if t.certificate.exists() || t.private_key.exists() {
+            if let Err(e) = crate::tls::server_config(&config) {
+                eprintln!("{}: tls: {e:#}", cli.config.display());
+                return ExitCode::from(1);
+            }
+        }
         println!(
             "{}: OK ({} listeners, {} domains, store {}, hash {})",
             cli.config.display(),
@@ -101,7 +109,10 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Migrate => {
-            let store = open_store(&config).await?;
+            let store =
+                crate::store::Store::connect(&config.store.url, config.store.max_connections)
+                    .await?;
+            store.migrate().await?;
             println!(
                 "migrations applied to {}",
                 config::redact_url(&config.store.url)
@@ -129,10 +140,16 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
     }
 }
 
+/// The store for an admin command: it must already be migrated (by `serve` or `migrate`).
 async fn open_store(config: &Config) -> Result<crate::store::Store> {
     let store =
         crate::store::Store::connect(&config.store.url, config.store.max_connections).await?;
-    store.migrate().await?;
+    if !store.is_current().await {
+        anyhow::bail!(
+            "the store {} is not migrated: run `passerelle migrate` (or start `serve`) first",
+            config::redact_url(&config.store.url)
+        );
+    }
     Ok(store)
 }
 

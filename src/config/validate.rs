@@ -140,9 +140,13 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
             );
         }
     }
-    for domain in d.routes.keys().chain(d.tls_policy.keys()) {
-        if !crate::envelope::is_domain(domain) {
-            e.add(format!("delivery: \"{domain}\""), "not a valid domain name");
+    let routes = d.routes.keys().map(|k| ("routes", k));
+    let policies = d.tls_policy.keys().map(|k| ("tls_policy", k));
+    for (table, domain) in routes.chain(policies) {
+        let lower = !domain.chars().any(|c| c.is_ascii_uppercase());
+        if !crate::envelope::is_domain(domain) || !lower {
+            let key = format!("delivery.{table}.\"{domain}\"");
+            e.add(key, "not a lower-case domain name");
         }
     }
     if d.idle_timeout.is_zero() {

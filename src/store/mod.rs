@@ -106,12 +106,36 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
-    /// Applies the migrations that are not applied yet.
-    pub async fn migrate(&self) -> Result<()> {
-        let list = match self.backend {
+    fn migrations(&self) -> &'static [(i64, &'static str, &'static str)] {
+        match self.backend {
             Backend::Sqlite => SQLITE_MIGRATIONS,
             Backend::Postgres => POSTGRES_MIGRATIONS,
-        };
+        }
+    }
+
+    /// Whether every migration this binary knows is applied. Read-only, so a daemon role
+    /// without CREATE (deploy/postgres/roles.sql) can start on a store migrated by its owner,
+    /// and an older binary can run beside a newer one during a rolling upgrade.
+    pub async fn is_current(&self) -> bool {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(v) => v,
+                Err(_) => return false,
+            };
+        self.migrations()
+            .iter()
+            .all(|(v, _, _)| applied.contains(v))
+    }
+
+    /// Applies the migrations that are not applied yet (nothing at all when none is missing).
+    pub async fn migrate(&self) -> Result<()> {
+        if self.is_current().await {
+            return Ok(());
+        }
+        let list = self.migrations();
         let migrations: Vec<Migration> = list
             .iter()
             .map(|(version, name, sql)| {
