@@ -23,6 +23,7 @@ pub mod dns;
 pub mod dsn;
 pub mod envelope;
 pub mod message;
+pub mod policy;
 pub mod queue;
 pub mod relay;
 pub mod shutdown;
