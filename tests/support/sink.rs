@@ -32,12 +32,16 @@ pub struct Script {
     pub data: Option<String>,
     /// Do not offer STARTTLS.
     pub no_starttls: bool,
+    /// Wait this long after the message's end before answering (a slow server).
+    pub data_delay: Option<std::time::Duration>,
 }
 
 pub struct Sink {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Messages fully received but not yet answered (with `data_delay`).
+    pub data_started: Arc<std::sync::atomic::AtomicUsize>,
     pub messages: Arc<Mutex<Vec<Received>>>,
     pub script: Arc<Mutex<Script>>,
     task: tokio::task::JoinHandle<()>,
@@ -68,6 +72,8 @@ impl Sink {
         let (m, s) = (messages.clone(), script.clone());
         let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = connections.clone();
+        let data_started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = data_started.clone();
         let acceptor = TlsAcceptor::from(Arc::new(server));
         let task = tokio::spawn(async move {
             loop {
@@ -76,14 +82,16 @@ impl Sink {
                 };
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (m, s, acceptor) = (m.clone(), s.clone(), acceptor.clone());
+                let started = started.clone();
                 tokio::spawn(async move {
-                    let _ = session(Box::new(stream), acceptor, m, s).await;
+                    let _ = session(Box::new(stream), acceptor, m, s, started).await;
                 });
             }
         });
         Sink {
             addr,
             connections,
+            data_started,
             messages,
             script,
             task,
@@ -113,6 +121,7 @@ async fn session(
     acceptor: TlsAcceptor,
     messages: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Script>>,
+    data_started: Arc<std::sync::atomic::AtomicUsize>,
 ) -> std::io::Result<()> {
     let mut io = BufReader::new(stream);
     let mut tls = false;
@@ -166,6 +175,11 @@ async fn session(
                 }
                 let l = if l.starts_with(b".") { &l[1..] } else { &l[..] };
                 data.extend_from_slice(l);
+            }
+            let delay = script.lock().unwrap().data_delay;
+            if let Some(d) = delay {
+                data_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(d).await;
             }
             let scripted = script.lock().unwrap().data.clone();
             match scripted {
