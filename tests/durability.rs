@@ -25,7 +25,9 @@ async fn sigkill_loses_no_acknowledged_message(backend: Backend) {
         let (cfg, acked, mx) = (cfg.clone(), acked.clone(), d.mx);
         clients.push(tokio::spawn(async move {
             for i in 0..200 {
-                let Ok(stream) = tokio::net::TcpStream::connect(mx).await else { return };
+                let Ok(stream) = tokio::net::TcpStream::connect(mx).await else {
+                    return;
+                };
                 drop(stream);
                 let (mut c, g) = Client::connect(mx, cfg.client_tls()).await;
                 if g.code != 220 {
@@ -44,14 +46,24 @@ async fn sigkill_loses_no_acknowledged_message(backend: Backend) {
         let _ = c.await;
     }
     let acked: Vec<String> = acked.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no message was acknowledged before the kill ({wait} ms)");
+    assert!(
+        !acked.is_empty(),
+        "no message was acknowledged before the kill ({wait} ms)"
+    );
     let _d = Daemon::start(&cfg).await;
     support::eventually("every acknowledged message at the sink", || async {
-        let at_sink: HashSet<String> = sink.received().iter().map(|m| received_id(&m.text())).collect();
+        let at_sink: HashSet<String> = sink
+            .received()
+            .iter()
+            .map(|m| received_id(&m.text()))
+            .collect();
         acked.iter().all(|id| at_sink.contains(id)).then_some(())
     })
     .await;
-    eprintln!("killed after {wait} ms; {} messages acknowledged, all delivered", acked.len());
+    eprintln!(
+        "killed after {wait} ms; {} messages acknowledged, all delivered",
+        acked.len()
+    );
 }
 
 /// One transaction on an open session; false when the connection died (the daemon was killed).
@@ -89,7 +101,12 @@ async fn try_send(c: &mut Client, subject: &str, acked: &Mutex<Vec<String>>) -> 
 /// Our id, from the `Received:` header we put on top.
 fn received_id(text: &str) -> String {
     let i = text.find("\tid ").map(|i| i + 4).unwrap_or(0);
-    text[i..].split(['\r', ';']).next().unwrap_or("").trim().to_owned()
+    text[i..]
+        .split(['\r', ';'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
 }
 
 on_both_stores!(sigkill_loses_no_acknowledged_message);
@@ -122,11 +139,20 @@ async fn two_nodes_deliver_each_recipient_once() {
     let b = Daemon::start(&b_cfg).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (d, cfg) = if i % 2 == 0 { (&a, &a_cfg) } else { (&b, &b_cfg) };
+        let (d, cfg) = if i % 2 == 0 {
+            (&a, &a_cfg)
+        } else {
+            (&b, &b_cfg)
+        };
         let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
         c.secure().await;
         let rcpts = ["bob@example.test", "carol@example.test"];
-        ids.push(c.send_mail("alice@client.test", &rcpts, &message("two")).await.expect(250).queued_id());
+        ids.push(
+            c.send_mail("alice@client.test", &rcpts, &message("two"))
+                .await
+                .expect(250)
+                .queued_id(),
+        );
     }
     let got = sink.wait_for(20).await;
     let nodes: HashSet<String> = support::eventually("every delivery recorded", || async {
@@ -141,7 +167,11 @@ async fn two_nodes_deliver_each_recipient_once() {
             if delivered.len() != 2 {
                 return None;
             }
-            nodes.extend(delivered.iter().map(|e| e["node"].as_str().unwrap().to_owned()));
+            nodes.extend(
+                delivered
+                    .iter()
+                    .map(|e| e["node"].as_str().unwrap().to_owned()),
+            );
         }
         Some(nodes)
     })
@@ -171,7 +201,11 @@ async fn killed_nodes_recipients_are_taken_over() {
     let a = Daemon::start(&a_cfg).await;
     let (mut c, _) = Client::connect(a.mx, a_cfg.client_tls()).await;
     c.secure().await;
-    let id = c.send_mail("alice@client.test", &["bob@example.test"], &message("m")).await.expect(250).queued_id();
+    let id = c
+        .send_mail("alice@client.test", &["bob@example.test"], &message("m"))
+        .await
+        .expect(250)
+        .queued_id();
     support::eventually("node-a in the middle of DATA", || async {
         (sink.data_started.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
     })

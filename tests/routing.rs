@@ -46,7 +46,13 @@ async fn world(backend: Backend, tls: &str) -> World {
     ];
     let cfg = cfg.domain("example.test", home.addr);
     let daemon = Daemon::start(&cfg).await;
-    World { cfg, daemon, mx, home, _dns: dns }
+    World {
+        cfg,
+        daemon,
+        mx,
+        home,
+        _dns: dns,
+    }
 }
 
 /// Sends from an authorised client (outbound) and returns the id.
@@ -80,7 +86,10 @@ async fn mx_preference_and_fallback(backend: Backend) {
     let got = w.mx.wait_for(1).await;
     assert_eq!(got[0].rcpts, ["bob@remote.test"]);
     let delivered = wait_kind(&w.daemon, &id, "attempt").await;
-    assert_eq!(delivered["detail"]["host"], "mx2.remote.test", "mx1 is down, mx2 takes it");
+    assert_eq!(
+        delivered["detail"]["host"], "mx2.remote.test",
+        "mx1 is down, mx2 takes it"
+    );
     // No MX at all: the domain's own address is the implicit MX.
     let id = send_out(&w, "carol@bare.test").await;
     wait_kind(&w.daemon, &id, "delivered").await;
@@ -90,16 +99,30 @@ async fn mx_preference_and_fallback(backend: Backend) {
 /// NXDOMAIN and null MX fail at once, without retries, and the sender is told.
 async fn undeliverable_domains_fail_at_once(backend: Backend) {
     let w = world(backend, "require").await;
-    for (rcpt, why) in [("x@nowhere.test", "does not exist"), ("x@nomail.test", "null MX")] {
+    for (rcpt, why) in [
+        ("x@nowhere.test", "does not exist"),
+        ("x@nomail.test", "null MX"),
+    ] {
         let id = send_out(&w, rcpt).await;
         let failed = wait_kind(&w.daemon, &id, "failed").await;
         let reply = failed["detail"]["reply"].as_str().unwrap();
-        assert!(reply.starts_with("5.1.2") && reply.contains(why), "{rcpt}: {reply}");
+        assert!(
+            reply.starts_with("5.1.2") && reply.contains(why),
+            "{rcpt}: {reply}"
+        );
         assert_eq!(failed["detail"]["attempts"], 1);
-        assert!(!events(&w.daemon, &id).iter().any(|e| e["kind"] == "deferred"));
+        assert!(
+            !events(&w.daemon, &id)
+                .iter()
+                .any(|e| e["kind"] == "deferred")
+        );
     }
     let notices = w.home.wait_for(2).await;
-    assert!(notices.iter().all(|n| n.mail_from.is_empty() && n.rcpts == ["alice@example.test"]));
+    assert!(
+        notices
+            .iter()
+            .all(|n| n.mail_from.is_empty() && n.rcpts == ["alice@example.test"])
+    );
     assert!(w.mx.received().is_empty());
 }
 
@@ -108,7 +131,12 @@ async fn dns_failure_defers(backend: Backend) {
     let w = world(backend, "require").await;
     let id = send_out(&w, "x@broken.test").await;
     let deferred = wait_kind(&w.daemon, &id, "deferred").await;
-    assert!(deferred["detail"]["reply"].as_str().unwrap().starts_with("4.4.3"));
+    assert!(
+        deferred["detail"]["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("4.4.3")
+    );
     assert!(!events(&w.daemon, &id).iter().any(|e| e["kind"] == "failed"));
 }
 
@@ -119,11 +147,17 @@ async fn verified_tls_checks_the_mx_name(backend: Backend) {
     let bad = send_out(&w, "b@misnamed.test").await;
     let attempt = wait_kind(&w.daemon, &good, "delivered").await;
     assert_eq!(attempt["kind"], "delivered");
-    let a = events(&w.daemon, &good).into_iter().find(|e| e["kind"] == "attempt").unwrap();
+    let a = events(&w.daemon, &good)
+        .into_iter()
+        .find(|e| e["kind"] == "attempt")
+        .unwrap();
     assert_eq!(a["detail"]["tls_verified"], true);
     let deferred = wait_kind(&w.daemon, &bad, "deferred").await;
     let reply = deferred["detail"]["reply"].as_str().unwrap();
-    assert!(reply.contains("4.7.5") && reply.contains("mx.misnamed.test"), "{reply}");
+    assert!(
+        reply.contains("4.7.5") && reply.contains("mx.misnamed.test"),
+        "{reply}"
+    );
     assert_eq!(w.mx.received().len(), 1);
 }
 

@@ -1,0 +1,1 @@
+//! Policy stage (work in progress in the working tree; not yet wired).
