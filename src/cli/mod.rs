@@ -71,11 +71,13 @@ pub fn run() -> ExitCode {
     if let Command::CheckConfig = cli.command {
         // The files exist (validation said so); they must also parse and match.
         let t = &config.tls;
-        if t.certificate.exists() || t.private_key.exists() {
-            if let Err(e) = crate::tls::server_config(&config) {
-                eprintln!("{}: tls: {e:#}", cli.config.display());
-                return ExitCode::from(1);
-            }
+        let present = t.certificate.exists() || t.private_key.exists();
+        if let Err(e) = present
+            .then(|| crate::tls::server_config(&config))
+            .transpose()
+        {
+            eprintln!("{}: tls: {e:#}", cli.config.display());
+            return ExitCode::from(1);
         }
         println!(
             "{}: OK ({} listeners, {} domains, store {}, hash {})",
