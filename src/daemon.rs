@@ -34,7 +34,21 @@ pub struct Context {
     pub queue_notify: Notify,
     /// Idle outbound connections, reused across messages to the same host.
     pub pool: crate::queue::pool::Pool,
+    /// Failed AUTH attempts per address.
+    pub auth_failures: crate::smtp::auth::Failures,
+    /// The policy stages of each direction.
+    pub inbound: crate::policy::Pipeline,
+    pub outbound: crate::policy::Pipeline,
     pub shutdown: Shutdown,
+}
+
+impl Context {
+    pub fn pipeline(&self, direction: crate::envelope::Direction) -> &crate::policy::Pipeline {
+        match direction {
+            crate::envelope::Direction::Inbound => &self.inbound,
+            crate::envelope::Direction::Outbound => &self.outbound,
+        }
+    }
 }
 
 pub async fn serve(config: Config) -> Result<()> {
@@ -72,9 +86,13 @@ pub async fn serve(config: Config) -> Result<()> {
         });
     }
 
+    let resolver = crate::dns::resolver(&config.dns)?;
+    let (inbound, outbound) = crate::policy::build(&config, &store, &resolver)?;
     let ctx = Arc::new(Context {
         relay: RelayRules::new(&config.relay),
-        resolver: crate::dns::resolver(&config.dns)?,
+        resolver,
+        inbound,
+        outbound,
         client_tls: tls::client_configs(&config)?,
         recorder: Recorder {
             node: config.server.node.clone(),
@@ -83,6 +101,7 @@ pub async fn serve(config: Config) -> Result<()> {
         store,
         queue_notify: Notify::new(),
         pool: Default::default(),
+        auth_failures: Default::default(),
         shutdown: Shutdown::default(),
         config,
     });

@@ -95,6 +95,7 @@ mod tests {
         RelayRules::new(&Relay {
             networks: vec!["192.0.2.0/24".into(), "2001:db8::1".into()],
             domains,
+            ..Default::default()
         })
     }
 

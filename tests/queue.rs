@@ -322,3 +322,21 @@ on_both_stores!(
     connections_are_reused,
     outbound_tls_policy,
 );
+
+/// `queue.per_destination` bounds deliveries in flight to one domain: with a slow server and a
+/// limit of 1, messages go one at a time, and all of them arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_limit() {
+    let mut cfg = TestConfig::new(Backend::Sqlite).await;
+    cfg.queue = vec!["per_destination = 1".into(), "concurrency = 10".into()];
+    let sink = Sink::start(&cfg.ca).await;
+    sink.script().data_delay = Some(std::time::Duration::from_millis(300));
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    for _ in 0..4 {
+        send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
+    }
+    sink.wait_for(4).await;
+    let max = support::sink::MAX_IN_DATA.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(max, 1, "deliveries to one domain overlapped");
+}

@@ -1,6 +1,7 @@
 //! The command line: `serve`, `check-config`, `migrate`, `trace`.
 
 mod queue;
+mod spam;
 mod trace;
 
 use crate::config::{self, Config};
@@ -47,6 +48,25 @@ enum Command {
         #[command(subcommand)]
         command: queue::QueueCommand,
     },
+    /// Score messages offline with the daemon's spam rules and model.
+    Score(spam::ScoreArgs),
+    /// Train the spam model on labelled folders of mail.
+    TrainSpam {
+        #[command(flatten)]
+        corpus: spam::Labelled,
+        /// Where to write the model (then point `policy.spam.model` at it).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Cross-validate the spam rules and model on labelled folders; print the figures.
+    SpamReport {
+        #[command(flatten)]
+        corpus: spam::Labelled,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+    },
+    /// Read a password on standard input and print its argon2 hash for `[relay.users]`.
+    HashPassword,
     /// Print the story of one message from the event store.
     Trace {
         /// The id from our `250 2.0.0 queued as <id>` reply or `Received:` header.
@@ -60,6 +80,23 @@ enum Command {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    if let Command::HashPassword = cli.command {
+        let mut password = String::new();
+        if std::io::stdin().read_line(&mut password).is_err() {
+            return ExitCode::from(1);
+        }
+        let password = password.trim_end_matches(['\r', '\n']);
+        return match crate::smtp::auth::hash_password(password) {
+            Ok(h) => {
+                println!("{h}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     crate::tls::install_provider();
     let config = match config::load(&cli.config) {
         Ok(c) => c,
@@ -138,7 +175,14 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
             store.close().await;
             done.map(|()| ExitCode::SUCCESS)
         }
-        Command::CheckConfig => Ok(ExitCode::SUCCESS),
+        Command::Score(args) => spam::score(&config, args).map(|()| ExitCode::SUCCESS),
+        Command::TrainSpam { corpus, out } => {
+            spam::train_model(corpus, out).map(|()| ExitCode::SUCCESS)
+        }
+        Command::SpamReport { corpus, folds } => {
+            spam::report(corpus, folds).map(|()| ExitCode::SUCCESS)
+        }
+        Command::CheckConfig | Command::HashPassword => Ok(ExitCode::SUCCESS),
     }
 }
 

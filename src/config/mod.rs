@@ -12,6 +12,7 @@
 mod delivery;
 mod dns;
 mod listeners;
+mod policy;
 mod queue;
 mod relay;
 mod server;
@@ -22,6 +23,7 @@ mod validate;
 pub use delivery::Delivery;
 pub use dns::Dns;
 pub use listeners::{BareLf, Listener, ListenerTls, Session};
+pub use policy::{Policy, Stages};
 pub use queue::Queue;
 pub use relay::{Relay, Route, RouteTls};
 pub use server::Server;
@@ -43,6 +45,7 @@ pub struct Config {
     pub session: Session,
     pub tls: Tls,
     pub relay: Relay,
+    pub policy: Policy,
     pub queue: Queue,
     pub delivery: Delivery,
     pub store: Store,
@@ -114,6 +117,7 @@ const SECTIONS: &[&str] = &[
     "session",
     "tls",
     "relay",
+    "policy",
     "queue",
     "delivery",
     "store",
@@ -167,6 +171,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let session: Session = section(take("session"), "session", &mut errors);
     let tls: Tls = section(take("tls"), "tls", &mut errors);
     let relay = relay::parse(take("relay"), &mut errors);
+    let policy: Policy = section(take("policy"), "policy", &mut errors);
     let queue: Queue = section(take("queue"), "queue", &mut errors);
     let delivery: Delivery = section(take("delivery"), "delivery", &mut errors);
     let store: Store = section(take("store"), "store", &mut errors);
@@ -178,6 +183,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         session,
         tls,
         relay,
+        policy,
         queue,
         delivery,
         store,

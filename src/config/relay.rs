@@ -11,6 +11,18 @@ pub struct Relay {
     pub networks: Vec<String>,
     /// Our own domains (lower case), each with its next hop.
     pub domains: BTreeMap<String, Route>,
+    /// SMTP AUTH users allowed to relay outbound (login name → argon2 PHC hash).
+    pub users: BTreeMap<String, User>,
+    /// An authenticated user may only send as its own domain (the part after `@` of its login).
+    pub sender_must_match: bool,
+}
+
+/// `[relay.users."alice@example.org"]`: one SMTP AUTH account.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// `$argon2id$…`, from `passerelle hash-password`. Never the password itself.
+    pub password_hash: String,
 }
 
 /// `[relay.domains."example.org"]`: where mail for one of our domains goes.
@@ -53,6 +65,8 @@ impl RouteTls {
 #[serde(deny_unknown_fields, default)]
 struct Top {
     networks: Vec<String>,
+    users: BTreeMap<String, User>,
+    sender_must_match: bool,
     // Each domain is read on its own below, so that every bad one is reported.
     domains: Option<Value>,
 }
@@ -77,5 +91,7 @@ pub(super) fn parse(value: Option<Value>, errors: &mut Errors) -> Relay {
     Relay {
         networks: top.networks,
         domains,
+        users: top.users,
+        sender_must_match: top.sender_must_match,
     }
 }

@@ -99,6 +99,17 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         }
     }
 
+    for (name, user) in &c.relay.users {
+        if argon2::PasswordHash::new(&user.password_hash).is_err() {
+            e.add(
+                format!("relay.users.\"{name}\".password_hash"),
+                "not an argon2 hash in PHC form (make one with `passerelle hash-password`)",
+            );
+        }
+    }
+
+    validate_policy(&c.policy, e);
+
     let q = &c.queue;
     if q.retry.is_empty() || q.retry.iter().any(|d| d.is_zero()) {
         e.add(
@@ -184,6 +195,63 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
     positive(e, "dns.attempts", c.dns.attempts);
     if c.dns.timeout.is_zero() {
         e.add("dns.timeout", "must be longer than 0s");
+    }
+}
+
+fn validate_policy(p: &super::Policy, e: &mut Errors) {
+    for (key, msg) in p.spam.check() {
+        e.add(key, msg);
+    }
+    if let Some(model) = p.spam.model.as_ref().filter(|m| !m.exists()) {
+        e.add(
+            "policy.spam.model",
+            format!("file not found: {}", model.display()),
+        );
+    }
+    for (list, nets) in [("allow", &p.reputation.allow), ("deny", &p.reputation.deny)] {
+        for (i, n) in nets.iter().enumerate() {
+            if crate::relay::parse_network(n).is_none() {
+                e.add(
+                    format!("policy.reputation.{list}[{i}]"),
+                    format!("expected a network like 192.0.2.0/24, got \"{n}\""),
+                );
+            }
+        }
+    }
+    if p.reputation.threshold <= 0.0 || p.reputation.half_life.is_zero() {
+        e.add(
+            "policy.reputation",
+            "threshold and half_life must be above 0",
+        );
+    }
+    for (i, z) in p.dnsbl.zones.iter().enumerate() {
+        if !crate::envelope::is_domain(&z.zone) {
+            e.add(
+                format!("policy.dnsbl.zones[{i}].zone"),
+                format!("not a domain: \"{}\"", z.zone),
+            );
+        }
+        for code in z.codes.keys() {
+            if code.parse::<std::net::Ipv4Addr>().is_err() {
+                e.add(
+                    format!("policy.dnsbl.zones[{i}].codes"),
+                    format!("\"{code}\" is not an IPv4 return code like 127.0.0.2"),
+                );
+            }
+        }
+    }
+    let clamd = &p.virus.clamd;
+    if !(clamd.starts_with('/') || clamd.parse::<SocketAddr>().is_ok()) {
+        e.add(
+            "policy.virus.clamd",
+            format!("expected ip:port or the absolute path of clamd's socket, got \"{clamd}\""),
+        );
+    }
+    if p.virus.timeout.is_zero() || p.stage_timeout.is_zero() {
+        e.add(
+            "policy",
+            "virus.timeout and stage_timeout must be longer than 0s",
+        );
     }
 }
 

@@ -14,7 +14,7 @@ use sqlx::Row;
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub message_ids: Vec<String>,
-    /// Statuses; empty means the ones still in the queue (queued, deferred, held).
+    /// Statuses; empty means the ones still in the queue (queued, deferred, held, quarantined).
     pub statuses: Vec<String>,
     pub sender: Option<String>,
     pub recipient: Option<String>,
@@ -58,9 +58,9 @@ impl Action {
         match self {
             Action::Retry => (&["deferred"], Deferred),
             Action::Hold => (&["queued", "deferred"], Held),
-            Action::Release => (&["held"], Deferred),
-            Action::Bounce => (&["queued", "deferred", "held"], Failed),
-            Action::Delete => (&["queued", "deferred", "held"], Deleted),
+            Action::Release => (&["held", "quarantined"], Deferred),
+            Action::Bounce => (&["queued", "deferred", "held", "quarantined"], Failed),
+            Action::Delete => (&["queued", "deferred", "held", "quarantined"], Deleted),
         }
     }
 
@@ -75,7 +75,7 @@ impl Action {
     }
 }
 
-const PENDING: [&str; 3] = ["queued", "deferred", "held"];
+const PENDING: [&str; 4] = ["queued", "deferred", "held", "quarantined"];
 
 impl Store {
     pub async fn list(&self, f: &Filter) -> Result<Vec<Entry>> {

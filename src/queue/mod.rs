@@ -21,8 +21,10 @@ pub enum RecipientStatus {
     Failed,
     /// Kept by an administrator (`queue hold`) until released.
     Held,
-    /// Removed by an administrator (`queue delete`), without a notice.
+    /// Removed by an administrator (`queue delete`) or deleted by a policy verdict.
     Deleted,
+    /// Held by a policy verdict until an administrator releases it.
+    Quarantined,
 }
 
 impl RecipientStatus {
@@ -34,6 +36,7 @@ impl RecipientStatus {
             RecipientStatus::Failed => "failed",
             RecipientStatus::Held => "held",
             RecipientStatus::Deleted => "deleted",
+            RecipientStatus::Quarantined => "quarantined",
         }
     }
 }

@@ -43,6 +43,8 @@ pub fn build(
         body,
         rcpts: vec![rcpt],
         detail: json!({ "notice": kind, "about": id, "from": "", "direction": "notice" }),
+        status: super::RecipientStatus::Queued,
+        verdicts: Vec::new(),
     })
 }
 

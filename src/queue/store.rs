@@ -20,6 +20,10 @@ pub struct NewMessage {
     pub rcpts: Vec<String>,
     /// What the `received` event says (client, TLS, listener, …).
     pub detail: Value,
+    /// Where the recipients start: queued, or quarantined / deleted by a policy verdict.
+    pub status: RecipientStatus,
+    /// The policy verdicts, one `verdict` event each.
+    pub verdicts: Vec<Value>,
 }
 
 /// A recipient this node now holds a lease on.
@@ -60,8 +64,43 @@ impl Store {
     /// Writes the message, its recipients and its `received` event in one transaction. When this
     /// returns Ok, the message is on disk and the client may be told `250`.
     pub async fn enqueue(&self, rec: &Recorder, m: &NewMessage, now: i64) -> Result<()> {
+        self.enqueue_with(rec, m, None, now).await
+    }
+
+    /// The same, with a notice to the sender queued in the same transaction.
+    pub async fn enqueue_with(
+        &self,
+        rec: &Recorder,
+        m: &NewMessage,
+        notice: Option<&NewMessage>,
+        now: i64,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         insert(&mut tx, rec, m, now).await?;
+        if let Some(n) = notice {
+            queue_notice(&mut tx, rec, &m.id, n, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A message refused at the end of DATA: nothing is kept but its events (the client was told
+    /// why, so its sender hears of it from its own server).
+    pub async fn record_refusal(
+        &self,
+        rec: &Recorder,
+        id: &str,
+        detail: Value,
+        verdicts: &[Value],
+        _now: i64,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for v in verdicts {
+            rec.record(&mut tx, id, None, EventKind::Verdict, v.clone())
+                .await?;
+        }
+        rec.record(&mut tx, id, None, EventKind::Refused, detail)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -304,12 +343,16 @@ async fn insert(
         .bind(&m.id)
         .bind(rcpt)
         .bind(domain)
-        .bind(RecipientStatus::Queued.as_str())
+        .bind(m.status.as_str())
         .bind(now)
         .execute(&mut **tx)
         .await?;
     }
     rec.record(tx, &m.id, None, EventKind::Received, m.detail.clone())
         .await?;
+    for v in &m.verdicts {
+        rec.record(tx, &m.id, None, EventKind::Verdict, v.clone())
+            .await?;
+    }
     Ok(())
 }

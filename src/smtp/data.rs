@@ -158,7 +158,9 @@ impl DataDecoder {
 use super::connection::{Connection, ReadError};
 use super::reply;
 use super::session::Session;
-use crate::envelope::{Direction, Envelope};
+use crate::envelope::Envelope;
+use crate::policy::Action;
+use crate::queue::RecipientStatus;
 use crate::queue::store::NewMessage;
 use crate::store::now_ms;
 use serde_json::json;
@@ -207,10 +209,12 @@ impl Session {
         Ok(())
     }
 
-    /// Writes the message durably; only then is the reply `250`.
+    /// Runs the data-phase policy, then writes the message (or its deletion) durably; only then
+    /// is the reply `250`.
     async fn store(&mut self, tx: super::session::Transaction, body: Vec<u8>) -> reply::Reply {
-        let ctx = &self.ctx;
+        let ctx = self.ctx.clone();
         let id = crate::message::new_id();
+        let direction = self.direction();
         let env = Envelope {
             peer: self.peer,
             listener: self.listener.clone(),
@@ -218,32 +222,73 @@ impl Session {
             tls: self.tls.clone(),
             mail_from: tx.mail_from,
             rcpts: tx.rcpts,
-            direction: tx.direction.unwrap_or(Direction::Inbound),
+            direction,
         };
         let header = crate::message::received_header(&env, &ctx.config.server.hostname, &id);
-        let mut message = Vec::with_capacity(header.len() + body.len());
-        message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&body);
-        let detail = json!({
+        let mut raw = Vec::with_capacity(header.len() + body.len());
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend_from_slice(&body);
+        drop(body);
+
+        let mut facts = self.facts();
+        facts.mail_from = env.mail_from.clone();
+        facts.rcpts = env.rcpts.clone();
+        let outcome = ctx.pipeline(direction).data(&facts, &raw).await;
+        let verdicts: Vec<serde_json::Value> = outcome.verdicts.iter().map(verdict_event).collect();
+        let mut detail = json!({
             "client": self.peer.ip().to_string(),
             "helo": env.helo,
             "listener": env.listener,
             "tls_version": env.tls.as_ref().map(|t| t.version.clone()),
             "tls_cipher": env.tls.as_ref().map(|t| t.cipher.clone()),
-            "direction": env.direction.as_str(),
+            "direction": direction.as_str(),
             "from": env.mail_from,
             "rcpts": env.rcpts,
-            "size": message.len(),
+            "size": raw.len(),
         });
+        self.feed_reputation(&outcome).await;
+
+        let (status, message, notify) = match &outcome.action {
+            Action::Reject(r) | Action::Tempfail(r) => {
+                detail["reply"] = json!(r.to_string());
+                detail["decided_by"] = json!(outcome.decided_by);
+                detail["reason"] = json!(outcome.reason);
+                let refused =
+                    ctx.store
+                        .record_refusal(&ctx.recorder, &id, detail, &verdicts, now_ms());
+                if let Err(e) = refused.await {
+                    tracing::error!(error = %e, "recording a refused message");
+                }
+                return r.clone();
+            }
+            Action::Continue => (RecipientStatus::Queued, outcome.apply(&raw), false),
+            Action::Quarantine => (RecipientStatus::Quarantined, outcome.apply(&raw), false),
+            // Deleted: nothing of the message is kept, only its events.
+            Action::Delete { notify } => (RecipientStatus::Deleted, Vec::new(), *notify),
+        };
+        if status != RecipientStatus::Queued {
+            detail["disposition"] = json!(status.as_str());
+            detail["decided_by"] = json!(outcome.decided_by);
+            detail["reason"] = json!(outcome.reason);
+        }
         let new = NewMessage {
             id: id.clone(),
-            direction: env.direction.as_str(),
-            sender: env.mail_from,
+            direction: direction.as_str(),
+            sender: env.mail_from.clone(),
             body: message,
-            rcpts: env.rcpts,
+            rcpts: env.rcpts.clone(),
             detail,
+            status,
+            verdicts,
         };
-        match ctx.store.enqueue(&ctx.recorder, &new, now_ms()).await {
+        let notice = notify
+            .then(|| deletion_notice(&ctx, &id, &env, &raw, &outcome.reason))
+            .flatten();
+        match ctx
+            .store
+            .enqueue_with(&ctx.recorder, &new, notice.as_ref(), now_ms())
+            .await
+        {
             Ok(()) => {
                 ctx.queue_notify.notify_one();
                 self.accepted.push(id.clone());
@@ -255,6 +300,66 @@ impl Session {
             }
         }
     }
+
+    /// Bad points for an address that sent a virus or certain spam (see `policy/reputation.rs`).
+    async fn feed_reputation(&self, outcome: &crate::policy::Outcome) {
+        let cfg = &self.ctx.config.policy.reputation;
+        let points: f64 = outcome
+            .verdicts
+            .iter()
+            .map(|v| match (v.stage, &v.action) {
+                ("virus", Action::Delete { .. }) => cfg.virus_points,
+                ("virus", _) if !v.changes.is_empty() => cfg.virus_points,
+                ("spam", Action::Delete { .. } | Action::Quarantine) => cfg.spam_points,
+                _ => 0.0,
+            })
+            .sum();
+        if points > 0.0 {
+            let ip = self.peer.ip();
+            if let Err(e) = self
+                .ctx
+                .store
+                .add_reputation(ip, points, cfg.half_life)
+                .await
+            {
+                tracing::warn!(error = %e, "updating reputation");
+            }
+        }
+    }
+}
+
+/// One verdict as the event records it.
+fn verdict_event(v: &crate::policy::Verdict) -> serde_json::Value {
+    json!({
+        "stage": v.stage,
+        "action": v.action.name(),
+        "reason": v.reason,
+        "rules": v.rules,
+        "detail": v.detail,
+    })
+}
+
+/// The notice telling an outbound sender their message was deleted, and why.
+fn deletion_notice(
+    ctx: &crate::daemon::Context,
+    id: &str,
+    env: &Envelope,
+    raw: &[u8],
+    reason: &str,
+) -> Option<NewMessage> {
+    let now = now_ms();
+    let why = format!("5.7.1 deleted by the gateway: {reason}");
+    let reports: Vec<_> = env
+        .rcpts
+        .iter()
+        .map(|r| crate::queue::notice::report(r, crate::dsn::Action::Failed, &why, None, now))
+        .collect();
+    let msg = crate::queue::store::Queued {
+        sender: env.mail_from.clone(),
+        received_at: now,
+        body: raw.to_vec(),
+    };
+    crate::queue::notice::build(&ctx.config.server.hostname, id, &msg, &reports, None, now)
 }
 
 #[cfg(test)]

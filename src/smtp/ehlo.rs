@@ -24,6 +24,9 @@ impl Session {
         ];
         if self.tls.is_none() {
             lines.push("STARTTLS".to_owned());
+        } else if !self.ctx.config.relay.users.is_empty() {
+            // Passwords travel only inside TLS.
+            lines.push("AUTH PLAIN LOGIN".to_owned());
         }
         Reply::new(250, "", lines.join("\n"))
     }

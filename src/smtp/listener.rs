@@ -142,6 +142,13 @@ async fn handle(
 ) {
     let started = Instant::now();
     let mut session = Session::new(ctx.clone(), peer, listener.clone());
+    // The connect phase runs before the greeting, so that abusers are refused cheaply.
+    if let Some(refusal) = session.connect_policy().await {
+        tracing::info!(%peer, %listener, reply = %refusal, "connection refused by policy");
+        let mut stream = stream;
+        let _ = stream.write_all(&refusal.to_wire()).await;
+        return;
+    }
     let result = match kind {
         ListenerTls::Starttls => {
             let mut conn = Connection::new(stream);

@@ -3,11 +3,12 @@
 use super::reply::{self, Reply};
 use super::session::{Session, Transaction};
 use crate::envelope;
+use crate::policy::Action;
 use smtp_proto::MailFrom;
 use std::borrow::Cow;
 
 impl Session {
-    pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Reply {
+    pub(super) async fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Reply {
         if self.helo.is_none() {
             return reply::bad_sequence("send EHLO first");
         }
@@ -27,10 +28,33 @@ impl Session {
                 return reply::bad_sender();
             }
         }
+        if let Some(user) = self
+            .user
+            .as_ref()
+            .filter(|_| self.ctx.config.relay.sender_must_match)
+        {
+            let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+            let sender = envelope::split(address).map(|(_, d)| d);
+            if own.is_none() || own != sender {
+                return Reply::new(553, "5.7.1", format!("{user} may not send as <{address}>"));
+            }
+        }
         self.tx = Some(Transaction {
             mail_from: address.to_owned(),
             ..Default::default()
         });
-        reply::sender_ok()
+        let outcome = self
+            .ctx
+            .pipeline(self.direction())
+            .mail(&self.facts())
+            .await;
+        match outcome.action {
+            Action::Reject(r) | Action::Tempfail(r) => {
+                tracing::info!(peer = %self.peer, stage = outcome.decided_by, reason = %outcome.reason, "MAIL refused");
+                self.tx = None;
+                r
+            }
+            _ => reply::sender_ok(),
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! The SMTP server: listeners, the session state machine, one file per command.
 
+pub mod auth;
 pub mod connection;
 pub mod data;
 mod ehlo;

@@ -9,6 +9,7 @@ use super::connection::{Connection, Line, ReadError};
 use super::reply::{self, Reply};
 use crate::daemon::Context;
 use crate::envelope::{Direction, TlsFacts};
+use crate::policy::{Action, Facts};
 use smtp_proto::Request;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct Session {
     errors: usize,
     /// Counts for the session's log line.
     pub(super) accepted: Vec<String>,
+    /// Spam-score rules found at connect (DNSBL), carried to the spam stage.
+    pub(super) early_rules: Vec<crate::policy::Rule>,
+    /// The SMTP AUTH login, once authenticated.
+    pub(super) user: Option<String>,
 }
 
 impl Session {
@@ -56,6 +61,8 @@ impl Session {
             tx: None,
             errors: 0,
             accepted: Vec::new(),
+            early_rules: Vec::new(),
+            user: None,
         }
     }
 
@@ -64,10 +71,54 @@ impl Session {
         self.tls = Some(facts);
         self.helo = None;
         self.tx = None;
+        self.user = None;
     }
 
     pub fn accepted(&self) -> &[String] {
         &self.accepted
+    }
+
+    /// Which way mail from this client goes: authorised clients send outbound.
+    pub fn direction(&self) -> Direction {
+        if self.authorised {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
+
+    /// What the policy stages may know about this session now.
+    pub fn facts(&self) -> Facts {
+        let tx = self.tx.as_ref();
+        Facts {
+            peer: self.peer.ip().to_canonical(),
+            helo: self.helo.clone().unwrap_or_default(),
+            tls: self.tls.is_some(),
+            authorised: self.authorised,
+            direction: self.direction(),
+            mail_from: tx.map(|t| t.mail_from.clone()).unwrap_or_default(),
+            rcpts: tx.map(|t| t.rcpts.clone()).unwrap_or_default(),
+            early_rules: self.early_rules.clone(),
+        }
+    }
+
+    /// The connect phase, before the greeting: None to go on, or the refusal to send.
+    pub async fn connect_policy(&mut self) -> Option<Reply> {
+        let outcome = self
+            .ctx
+            .pipeline(self.direction())
+            .connect(&self.facts())
+            .await;
+        self.early_rules = outcome
+            .verdicts
+            .iter()
+            .flat_map(|v| v.rules.clone())
+            .collect();
+        match outcome.action {
+            Action::Reject(r) => Some(r),
+            Action::Tempfail(r) => Some(Reply::new(421, "4.7.0", r.text)),
+            _ => None,
+        }
     }
 
     /// Serves commands until the client quits, the connection ends, or STARTTLS.
@@ -145,13 +196,19 @@ impl Session {
             {
                 reply::tls_required()
             }
-            Request::Mail { from } => self.mail(from),
+            Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => self.rcpt(to, line),
             Request::Data => {
                 self.data(conn).await?;
                 return Ok(Step::Replied);
             }
-            Request::Auth { .. } => reply::auth_unavailable(),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => {
+                let initial = initial_response.to_string();
+                return Ok(Step::Reply(self.auth(mechanism, &initial, conn).await?));
+            }
             Request::Rset => {
                 self.tx = None;
                 reply::ok()

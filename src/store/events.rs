@@ -16,6 +16,10 @@ pub enum EventKind {
     Deferred,
     /// Failed for good (5xx, the queue lifetime ran out, or bounced by an administrator).
     Failed,
+    /// A policy stage's verdict on the message, with its reason and score rules.
+    Verdict,
+    /// Refused at the end of DATA by a policy verdict: the client got a 4xx/5xx, nothing kept.
+    Refused,
     /// A delivery status notice about this message was queued for its sender.
     Notice,
     /// An administrator made the recipient due now.
@@ -34,6 +38,8 @@ impl EventKind {
             EventKind::Delivered => "delivered",
             EventKind::Deferred => "deferred",
             EventKind::Failed => "failed",
+            EventKind::Verdict => "verdict",
+            EventKind::Refused => "refused",
             EventKind::Notice => "notice",
             EventKind::AdminRetry => "retry",
             EventKind::Held => "held",

@@ -47,6 +47,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "warned",
         include_str!("../../migrations/sqlite/0002_warned.sql"),
     ),
+    (
+        3,
+        "reputation",
+        include_str!("../../migrations/sqlite/0003_reputation.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -58,6 +63,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "warned",
         include_str!("../../migrations/postgres/0002_warned.sql"),
+    ),
+    (
+        3,
+        "reputation",
+        include_str!("../../migrations/postgres/0003_reputation.sql"),
     ),
 ];
 

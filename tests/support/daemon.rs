@@ -30,6 +30,11 @@ pub struct TestConfig {
     /// Extra `key = value` lines for `[queue]` and `[delivery]`.
     pub queue: Vec<String>,
     pub delivery: Vec<String>,
+    /// Extra `key = value` lines for `[relay]`.
+    pub relay: Vec<String>,
+    /// The `[policy…]` tables, as TOML. By default no stage runs, so that tests of the SMTP
+    /// core need no scanner; policy tests set their own.
+    pub policy: String,
     /// Where the daemon's resolver asks: a `TestDns`; by default a port where nothing answers.
     pub nameserver: String,
     server_cert: (PathBuf, PathBuf),
@@ -56,6 +61,8 @@ impl TestConfig {
             queue: Vec::new(),
             delivery: Vec::new(),
             nameserver: "127.0.0.1:9".into(),
+            relay: Vec::new(),
+            policy: "[policy.inbound]\nstages = []\n[policy.outbound]\nstages = []\n".into(),
             server_cert: (leaf.cert, leaf.key),
             dir,
             ca,
@@ -96,6 +103,7 @@ min_version = {min_tls}
 
 [relay]
 networks = [{networks}]
+{relay}
 "#,
             node = q(&self.node),
             session = self.session.join("\n"),
@@ -103,6 +111,7 @@ networks = [{networks}]
             key = q(&self.server_cert.1.display().to_string()),
             min_tls = q(self.min_tls),
             networks = list(&self.networks),
+            relay = self.relay.join("\n"),
         );
         for (d, hop) in &self.domains {
             t.push_str(&format!(
@@ -112,6 +121,7 @@ networks = [{networks}]
                 q(self.route_tls)
             ));
         }
+        t.push_str(&format!("\n{}\n", self.policy));
         t.push_str(&format!(
             r#"
 [queue]

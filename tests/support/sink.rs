@@ -36,6 +36,10 @@ pub struct Script {
     pub data_delay: Option<std::time::Duration>,
 }
 
+/// Sessions waiting in a `data_delay` now, and the most there ever were (per test process).
+pub static IN_DATA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub static MAX_IN_DATA: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub struct Sink {
     pub addr: SocketAddr,
     /// TCP connections accepted so far.
@@ -178,8 +182,12 @@ async fn session(
             }
             let delay = script.lock().unwrap().data_delay;
             if let Some(d) = delay {
-                data_started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                use std::sync::atomic::Ordering::SeqCst;
+                data_started.fetch_add(1, SeqCst);
+                let now = IN_DATA.fetch_add(1, SeqCst) + 1;
+                MAX_IN_DATA.fetch_max(now, SeqCst);
                 tokio::time::sleep(d).await;
+                IN_DATA.fetch_sub(1, SeqCst);
             }
             let scripted = script.lock().unwrap().data.clone();
             match scripted {

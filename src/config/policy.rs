@@ -1,0 +1,58 @@
+use crate::policy::StageName;
+use crate::policy::auth::SpfConfig;
+use crate::policy::dnsbl::DnsblConfig;
+use crate::policy::limits::LimitsConfig;
+use crate::policy::reputation::ReputationConfig;
+use crate::policy::sender::SenderConfig;
+use crate::policy::spam::SpamConfig;
+use crate::policy::virus::VirusConfig;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// `[policy]`: the stages each direction runs, in order, and each stage's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// Longest any one stage may take; a slower or failing stage makes the message temp-fail.
+    #[serde(with = "humantime_serde")]
+    pub stage_timeout: Duration,
+    /// `[policy.inbound] stages = [...]`: mail from the internet to our domains.
+    pub inbound: Stages,
+    /// `[policy.outbound] stages = [...]`: mail from our authorised clients.
+    pub outbound: Stages,
+    pub reputation: ReputationConfig,
+    pub dnsbl: DnsblConfig,
+    pub spf: SpfConfig,
+    pub sender: SenderConfig,
+    pub limits: LimitsConfig,
+    pub virus: VirusConfig,
+    pub spam: SpamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stages {
+    pub stages: Vec<StageName>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        use StageName::*;
+        Policy {
+            stage_timeout: Duration::from_secs(60),
+            inbound: Stages {
+                stages: vec![Reputation, Dnsbl, Spf, Sender, Limits, Virus, Spam],
+            },
+            outbound: Stages {
+                stages: vec![Limits, Virus, Spam],
+            },
+            reputation: Default::default(),
+            dnsbl: Default::default(),
+            spf: Default::default(),
+            sender: Default::default(),
+            limits: Default::default(),
+            virus: Default::default(),
+            spam: Default::default(),
+        }
+    }
+}

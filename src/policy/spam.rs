@@ -1,1 +1,0 @@
-//! Policy stage (work in progress in the working tree; not yet wired).

@@ -1,0 +1,392 @@
+//! The classifier: tokens, the model file, and Robinson's chi-square combining as SpamBayes and
+//! SpamAssassin's Bayes use it.
+//!
+//! Each token's spam probability is smoothed towards 0.5 by how often it was seen (Robinson's
+//! f(w)); the 150 tokens farthest from 0.5 (made up to 20 with neutral ones, so that two words
+//! cannot decide) are combined by two chi-square tests, one for "all hammy" and one for "all
+//! spammy". When both fail, as with word salad mixing ham and spam words, the answer is near
+//! 0.5: unsure, which the points treat as no evidence. That is what makes this robust against
+//! padding, unlike a plain naive Bayes product, which is certain of everything.
+//!
+//! Tokens: the lower-cased words of the Subject (marked as such) and of the text, 3 to 12
+//! characters (longer ones summarised by first letter and length, as SpamBayes does); link hosts,
+//! domains and path words; address domains; the notes `mime` takes on the structure and headers.
+//! At most 5,000 words a message; each token counts once.
+//!
+//! # Model file, version 1
+//!
+//! All integers little-endian; `varint` is LEB128 (7 bits a byte, low first).
+//!
+//! ```text
+//! "PSBM"            magic
+//! u8                format version (1)
+//! u8                tokenizer version: a model is only valid with the tokenizer that made it
+//! u16               reserved, 0
+//! u32 u32 u32       ham messages, spam messages, token count N
+//! N × (varint hash − previous hash, varint ham count, varint spam count)
+//! ```
+//!
+//! Hashes are 32-bit FNV-1a folds of the token text, strictly increasing (the first delta is from
+//! 0). Counts are messages containing the token, not occurrences. Loading is a single pass into
+//! two sorted vectors; lookups are binary searches.
+
+use super::mime::Content;
+use anyhow::{Context, bail, ensure};
+use std::collections::HashMap;
+
+const MAGIC: &[u8; 4] = b"PSBM";
+const FORMAT_VERSION: u8 = 1;
+/// Bump when [`tokens`] changes what it emits: old models must then be retrained.
+const TOKENIZER_VERSION: u8 = 1;
+
+/// Words read from the body; past this a message has said what it has to say.
+const MAX_WORDS: usize = 5_000;
+/// SpamBayes's choices: words longer than this are summarised as `skip:` tokens.
+const MAX_WORD_CHARS: usize = 12;
+const MIN_WORD_CHARS: usize = 3;
+
+/// Robinson's s and x: how strongly an unknown token is pulled to 0.5.
+const UNKNOWN_STRENGTH: f64 = 0.45;
+const UNKNOWN_PROB: f64 = 0.5;
+/// Tokens nearer 0.5 than this are not evidence.
+const MIN_STRENGTH: f64 = 0.1;
+const MAX_CLUES: usize = 150;
+/// Fewer clues are made up to this many with neutral ones (0.5), so that a short message needs
+/// strong words to leave "unsure": without it, `Lunch?` or `hello` scored 0.8 on the strength of
+/// two or three words. At the same points it cost 5 of 1,415 spam in cross-validation.
+const MIN_CLUES: usize = 20;
+
+/// The hashed, de-duplicated tokens of a message, sorted.
+pub(super) fn tokens(c: &Content) -> Vec<u32> {
+    let mut out = Vec::new();
+    for w in c.subject.split_whitespace().take(64) {
+        word(w, "s:", &mut out);
+    }
+    for w in c.text.split_whitespace().take(MAX_WORDS) {
+        word(w, "", &mut out);
+    }
+    for m in c.notes.iter().take(256) {
+        out.push(hash(&["note:", m]));
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// One whitespace-separated word: lower-cased, or summarised when it is a URL, an address or long.
+fn word(w: &str, prefix: &str, out: &mut Vec<u32>) {
+    let w = w.trim_matches(|c: char| "\"'()[]<>{},.;:?*".contains(c));
+    let lower = w.to_lowercase();
+    if let Some(host) = super::rules::url_host(&lower) {
+        out.push(hash(&["url:", &host]));
+        out.push(hash(&["url:", super::rules::org_domain(&host)]));
+        let path = lower.splitn(4, '/').nth(3).unwrap_or("");
+        for piece in path
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|p| p.len() >= 2)
+            .take(6)
+        {
+            out.push(hash(&["url-path:", piece]));
+        }
+        return;
+    }
+    if let Some((_, domain)) = lower.rsplit_once('@')
+        && domain.contains('.')
+    {
+        out.push(hash(&["email:", super::rules::org_domain(domain)]));
+        return;
+    }
+    let n = lower.chars().count();
+    if n < MIN_WORD_CHARS {
+        return;
+    }
+    if n > MAX_WORD_CHARS {
+        let first = lower.chars().next().unwrap_or(' ').to_string();
+        out.push(hash(&["skip:", &first, &(n / 10 * 10).to_string()]));
+        return;
+    }
+    out.push(hash(&[prefix, &lower]));
+}
+
+/// FNV-1a 64 over the pieces, folded to 32 bits: stable across builds and platforms.
+fn hash(pieces: &[&str]) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in pieces {
+        for &b in p.as_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    (h ^ (h >> 32)) as u32
+}
+
+/// Token counts being gathered for training.
+#[derive(Debug, Default)]
+pub(super) struct Counts {
+    ham: u32,
+    spam: u32,
+    tokens: HashMap<u32, (u32, u32)>,
+}
+
+impl Counts {
+    pub fn add(&mut self, tokens: &[u32], spam: bool) {
+        if spam {
+            self.spam += 1;
+        } else {
+            self.ham += 1;
+        }
+        for t in tokens {
+            let e = self.tokens.entry(*t).or_default();
+            if spam {
+                e.1 += 1;
+            } else {
+                e.0 += 1;
+            }
+        }
+    }
+
+    /// The model. Every token is kept, those seen once too: they carry much of the evidence
+    /// (without them, cross-validation lost 2 points of spam recall at the same ham rate), and
+    /// the SpamAssassin corpus makes a model of about 330 KB.
+    pub fn into_model(self) -> Model {
+        let mut entries: Vec<(u32, (u32, u32))> = self.tokens.into_iter().collect();
+        entries.sort_unstable_by_key(|e| e.0);
+        Model {
+            ham: self.ham,
+            spam: self.spam,
+            hashes: entries.iter().map(|e| e.0).collect(),
+            counts: entries.iter().map(|e| e.1).collect(),
+        }
+    }
+}
+
+/// A trained model: message counts per class and per token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Model {
+    ham: u32,
+    spam: u32,
+    hashes: Vec<u32>,
+    counts: Vec<(u32, u32)>,
+}
+
+impl Model {
+    pub fn tokens(&self) -> usize {
+        self.hashes.len()
+    }
+
+    pub fn messages(&self) -> (u32, u32) {
+        (self.ham, self.spam)
+    }
+
+    pub fn save(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.hashes.len() * 5);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[FORMAT_VERSION, TOKENIZER_VERSION, 0, 0]);
+        for n in [self.ham, self.spam, self.hashes.len() as u32] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        let mut prev = 0;
+        for (h, (ham, spam)) in self.hashes.iter().zip(&self.counts) {
+            varint(&mut out, h - prev);
+            varint(&mut out, *ham);
+            varint(&mut out, *spam);
+            prev = *h;
+        }
+        out
+    }
+
+    pub fn load(b: &[u8]) -> anyhow::Result<Model> {
+        ensure!(
+            b.len() >= 20 && &b[..4] == MAGIC,
+            "not a Passerelle spam model"
+        );
+        ensure!(
+            b[4] == FORMAT_VERSION,
+            "model format version {} (this build reads {FORMAT_VERSION})",
+            b[4]
+        );
+        ensure!(
+            b[5] == TOKENIZER_VERSION,
+            "model made by tokenizer version {} (this build has {TOKENIZER_VERSION}): retrain it",
+            b[5]
+        );
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        let (ham, spam, n) = (u32_at(8), u32_at(12), u32_at(16) as usize);
+        // Each entry takes at least 3 bytes: a count that does not fit is a corrupt file.
+        ensure!(n <= (b.len() - 20) / 3, "model truncated");
+        let mut r = Reader { b, at: 20 };
+        let (mut hashes, mut counts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut prev = 0u32;
+        for i in 0..n {
+            let delta = r.varint().context("model truncated")?;
+            if i > 0 && delta == 0 {
+                bail!("model corrupt: token hashes not increasing");
+            }
+            prev = prev
+                .checked_add(delta)
+                .context("model corrupt: token hash overflow")?;
+            hashes.push(prev);
+            let ham = r.varint().context("model truncated")?;
+            let spam = r.varint().context("model truncated")?;
+            counts.push((ham, spam));
+        }
+        ensure!(r.at == b.len(), "model has trailing bytes");
+        Ok(Model {
+            ham,
+            spam,
+            hashes,
+            counts,
+        })
+    }
+
+    /// Spam probability of a message from its tokens: near 0 ham, near 1 spam, near 0.5 unsure.
+    /// `None` when the model has not seen both classes.
+    pub fn probability(&self, tokens: &[u32]) -> Option<f64> {
+        if self.ham == 0 || self.spam == 0 {
+            return None;
+        }
+        let mut clues: Vec<f64> = tokens
+            .iter()
+            .filter_map(|t| {
+                let i = self.hashes.binary_search(t).ok()?;
+                let f = self.token_prob(self.counts[i]);
+                ((f - 0.5).abs() >= MIN_STRENGTH).then_some(f)
+            })
+            .collect();
+        if clues.len() > MAX_CLUES {
+            clues.sort_unstable_by(|a, b| (b - 0.5).abs().total_cmp(&(a - 0.5).abs()));
+            clues.truncate(MAX_CLUES);
+        }
+        if clues.is_empty() {
+            return Some(0.5);
+        }
+        clues.resize(clues.len().max(MIN_CLUES), 0.5);
+        let (ln_ham, ln_spam) = clues
+            .iter()
+            .fold((0.0, 0.0), |(h, s), f| (h + f.ln(), s + (1.0 - f).ln()));
+        let dof = 2 * clues.len();
+        let h = 1.0 - chi2_q(-2.0 * ln_ham, dof);
+        let s = 1.0 - chi2_q(-2.0 * ln_spam, dof);
+        Some(((s - h + 1.0) / 2.0).clamp(0.0, 1.0))
+    }
+
+    /// Robinson's f(w): the token's spam ratio, smoothed towards 0.5 when it is rare.
+    fn token_prob(&self, (ham, spam): (u32, u32)) -> f64 {
+        let hr = f64::from(ham) / f64::from(self.ham);
+        let sr = f64::from(spam) / f64::from(self.spam);
+        let p = sr / (hr + sr);
+        let n = f64::from(ham + spam);
+        (UNKNOWN_STRENGTH * UNKNOWN_PROB + n * p) / (UNKNOWN_STRENGTH + n)
+    }
+}
+
+/// P(χ² ≥ x2) for `dof` (even) degrees of freedom, as a Poisson sum.
+fn chi2_q(x2: f64, dof: usize) -> f64 {
+    let m = x2 / 2.0;
+    let mut term = (-m).exp();
+    let mut sum = term;
+    for i in 1..dof / 2 {
+        term *= m / i as f64;
+        sum += term;
+    }
+    sum.min(1.0)
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Option<u32> {
+        let mut v: u32 = 0;
+        for shift in (0..35).step_by(7) {
+            let byte = *self.b.get(self.at)?;
+            self.at += 1;
+            let bits = u32::from(byte & 0x7f);
+            if shift == 28 && bits > 0x0f {
+                return None;
+            }
+            v |= bits << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(ham: &[&[u32]], spam: &[&[u32]]) -> Model {
+        let mut c = Counts::default();
+        ham.iter().for_each(|t| c.add(t, false));
+        spam.iter().for_each(|t| c.add(t, true));
+        c.into_model()
+    }
+
+    #[test]
+    fn round_trip_and_corruption() {
+        let m = model(&[&[1, 2, 300_000], &[2]], &[&[5, u32::MAX]]);
+        let bytes = m.save();
+        assert_eq!(Model::load(&bytes).unwrap(), m);
+        type Corruption<'a> = (&'a dyn Fn(&mut Vec<u8>), &'a str);
+        let cases: &[Corruption] = &[
+            (&|b| b[0] = b'X', "not a Passerelle"),
+            (&|b| b[4] = 2, "format version 2"),
+            (&|b| b[5] = 99, "tokenizer version 99"),
+            (&|b| b.truncate(b.len() - 1), "truncated"),
+            (&|b| b.push(0), "trailing"),
+            (&|b| b[16] = 200, "truncated"),
+        ];
+        for (corrupt, want) in cases {
+            let mut b = bytes.clone();
+            corrupt(&mut b);
+            let err = Model::load(&b).unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn probabilities() {
+        // Tokens 1..=20 hammy, 21..=40 spammy, each in every message of its class.
+        let ham: Vec<u32> = (1..=20).collect();
+        let spam: Vec<u32> = (21..=40).collect();
+        let m = model(&[&ham[..]; 10], &[&spam[..]; 10]);
+        let p = |t: &[u32]| m.probability(t).unwrap();
+        assert!(p(&ham) < 0.01, "{}", p(&ham));
+        assert!(p(&spam) > 0.99, "{}", p(&spam));
+        // Both kinds of evidence at once: unsure, not certain either way.
+        let both: Vec<u32> = (1..=40).collect();
+        assert!((p(&both) - 0.5).abs() < 0.1, "{}", p(&both));
+        assert_eq!(p(&[1000, 1001]), 0.5);
+        assert_eq!(model(&[&ham], &[]).probability(&ham), None);
+    }
+
+    #[test]
+    fn varints() {
+        for v in [0, 1, 127, 128, 16_383, 16_384, u32::MAX] {
+            let mut b = Vec::new();
+            varint(&mut b, v);
+            assert_eq!(Reader { b: &b, at: 0 }.varint(), Some(v), "{v}");
+        }
+        assert_eq!(
+            Reader {
+                b: &[0xff; 5],
+                at: 0
+            }
+            .varint(),
+            None
+        );
+    }
+}
