@@ -34,6 +34,8 @@ pub struct Context {
     pub queue_notify: Notify,
     /// Idle outbound connections, reused across messages to the same host.
     pub pool: crate::queue::pool::Pool,
+    /// DKIM signers for outbound mail, by From: domain.
+    pub dkim: crate::dkim::Signers,
     /// Failed AUTH attempts per address.
     pub auth_failures: crate::smtp::auth::Failures,
     /// The policy stages of each direction.
@@ -102,6 +104,7 @@ pub async fn serve(config: Config) -> Result<()> {
         queue_notify: Notify::new(),
         pool: Default::default(),
         auth_failures: Default::default(),
+        dkim: crate::dkim::Signers::load(&config.dkim)?,
         shutdown: Shutdown::default(),
         config,
     });

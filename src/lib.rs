@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dkim;
 pub mod dns;
 pub mod dsn;
 pub mod envelope;

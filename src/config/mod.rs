@@ -48,6 +48,8 @@ pub struct Config {
     pub policy: Policy,
     pub queue: Queue,
     pub delivery: Delivery,
+    /// `[dkim."domain"]`: signing keys for outbound mail.
+    pub dkim: std::collections::BTreeMap<String, crate::dkim::DkimKey>,
     pub store: Store,
     pub dns: Dns,
     /// SHA-256 of the file's bytes (hex, 16 digits): recorded with every event.
@@ -120,6 +122,7 @@ const SECTIONS: &[&str] = &[
     "policy",
     "queue",
     "delivery",
+    "dkim",
     "store",
     "dns",
 ];
@@ -174,6 +177,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let policy: Policy = section(take("policy"), "policy", &mut errors);
     let queue: Queue = section(take("queue"), "queue", &mut errors);
     let delivery: Delivery = section(take("delivery"), "delivery", &mut errors);
+    let dkim = section(take("dkim"), "dkim", &mut errors);
     let store: Store = section(take("store"), "store", &mut errors);
     let dns: Dns = section(take("dns"), "dns", &mut errors);
 
@@ -186,6 +190,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         policy,
         queue,
         delivery,
+        dkim,
         store,
         dns,
         hash: hash(bytes),

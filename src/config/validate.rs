@@ -167,6 +167,27 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         e.add("delivery.port", "must not be 0");
     }
 
+    for (domain, k) in &c.dkim {
+        if !crate::envelope::is_domain(domain) {
+            e.add(format!("dkim.\"{domain}\""), "not a valid domain name");
+        }
+        if k.selector.is_empty()
+            || k.selector
+                .contains(|ch: char| ch.is_whitespace() || ch == '.')
+        {
+            e.add(
+                format!("dkim.\"{domain}\".selector"),
+                "a selector like \"s2026\"",
+            );
+        }
+        if !k.private_key.exists() {
+            e.add(
+                format!("dkim.\"{domain}\".private_key"),
+                format!("file not found: {}", k.private_key.display()),
+            );
+        }
+    }
+
     let url = &c.store.url;
     if !(url.starts_with("sqlite:")
         || url.starts_with("postgres://")

@@ -261,6 +261,14 @@ impl Session {
                 }
                 return r.clone();
             }
+            Action::Continue if direction == crate::envelope::Direction::Outbound => {
+                // Signed last, over the message exactly as it will be delivered.
+                (
+                    RecipientStatus::Queued,
+                    ctx.dkim.sign(outcome.apply(&raw)),
+                    false,
+                )
+            }
             Action::Continue => (RecipientStatus::Queued, outcome.apply(&raw), false),
             Action::Quarantine => (RecipientStatus::Quarantined, outcome.apply(&raw), false),
             // Deleted: nothing of the message is kept, only its events.

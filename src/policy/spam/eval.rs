@@ -15,15 +15,15 @@ pub struct Report {
     /// The thresholds the figures count against: the defaults, 50 and 100.
     pub tag_at: u8,
     pub delete_at: u8,
-    pub ham: Outcome,
-    pub spam: Outcome,
+    pub ham: Tally,
+    pub spam: Tally,
     /// Every message with the score its fold's model gave, in input order.
     pub messages: Vec<Scored>,
 }
 
 /// How one class fared.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Outcome {
+pub struct Tally {
     pub messages: usize,
     /// Scored at or above `tag_at`.
     pub tagged: usize,
@@ -79,8 +79,8 @@ pub fn cross_validate(ham: &[PathBuf], spam: &[PathBuf], folds: usize) -> anyhow
         folds,
         tag_at: config.tag_at,
         delete_at: config.delete_at,
-        ham: Outcome::default(),
-        spam: Outcome::default(),
+        ham: Tally::default(),
+        spam: Tally::default(),
         messages: Vec::with_capacity(corpus.len()),
     };
     for ((path, is_spam, _, _), score) in corpus.into_iter().zip(scores) {

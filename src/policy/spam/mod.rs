@@ -26,7 +26,7 @@ mod mime;
 mod rules;
 mod stage;
 
-pub use eval::{Outcome, Report, Scored, cross_validate};
+pub use eval::{Report, Scored, Tally, cross_validate};
 pub use stage::SpamStage;
 
 use anyhow::{Context, bail};
