@@ -116,6 +116,17 @@ async fn spam_score_decides(backend: Backend) {
     );
 }
 
+/// `action = "reject"`: certain spam is refused at the end of DATA instead of deleted.
+async fn spam_reject_action(backend: Backend) {
+    let w = world(backend, "\"spam\"", "[policy.spam]\naction = \"reject\"\n").await;
+    let gtube = format!("Subject: offer\nFrom: a@client.test\n\n{GTUBE}\n");
+    let r = send(&w, "alice@client.test", &gtube).await.expect(550);
+    assert!(
+        r.text().starts_with("5.7.1") && r.text().contains("spam"),
+        "{r}"
+    );
+}
+
 async fn spam_tagging(backend: Backend) {
     // The tag threshold is lowered so that a plain message is "suspect" without depending on
     // the trained model's exact score.
@@ -387,6 +398,7 @@ async fn scanner_down_tempfails(backend: Backend) {
 on_both_stores!(
     spam_score_decides,
     spam_tagging,
+    spam_reject_action,
     empty_sender_is_deleted_silently,
     spf_at_mail_and_authentication_results,
     connect_phase,

@@ -214,17 +214,25 @@ impl Scanner {
     /// once, and decides. Archive members are scanned by clamd itself when the part is an archive.
     pub async fn scan(&self, raw: &[u8]) -> Result<Report, ScanError> {
         let deadline = Instant::now() + self.timeout;
-        let parsed = MessageParser::default().parse(raw);
-        let walk = match &parsed {
-            Some(message) => walk(message, self.max_parts),
-            None => Walk::default(),
-        };
+        // mail-parser's full parse can take seconds on hostile MIME (boundaries that never come):
+        // it runs on a blocking thread, so the stage's time bound still answers the client.
+        let (owned, max_parts) = (raw.to_vec(), self.max_parts);
+        let (parsed_ok, walk) = tokio::task::spawn_blocking(move || {
+            let parsed = MessageParser::default().parse(&owned);
+            let walk = match &parsed {
+                Some(message) => walk(message, max_parts).into_owned(),
+                None => Walk::default(),
+            };
+            (parsed.is_some(), walk)
+        })
+        .await
+        .map_err(|e| ScanError::Refused(format!("MIME walk failed: {e}")))?;
         let mut report = Report {
             verdict: Verdict::Clean,
             findings: Vec::new(),
             unscanned_encrypted: walk.encrypted,
         };
-        if parsed.is_none() || walk.truncated {
+        if !parsed_ok || walk.truncated {
             return self.scan_whole(raw, report, deadline).await;
         }
 
@@ -460,6 +468,26 @@ struct Walk<'m> {
     encrypted: Vec<String>,
     /// More than `max_parts` leaves: the walk stopped.
     truncated: bool,
+}
+
+impl Walk<'_> {
+    /// The same walk, owning its data, to leave the thread that parsed the message.
+    fn into_owned(self) -> Walk<'static> {
+        Walk {
+            leaves: self
+                .leaves
+                .into_iter()
+                .map(|l| Leaf {
+                    path: l.path,
+                    filename: l.filename,
+                    data: Cow::Owned(l.data.into_owned()),
+                    unit: l.unit,
+                })
+                .collect(),
+            encrypted: self.encrypted,
+            truncated: self.truncated,
+        }
+    }
 }
 
 /// Where a part sits, which decides what removing it means.

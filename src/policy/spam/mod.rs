@@ -57,6 +57,18 @@ pub struct SpamConfig {
     pub model: Option<PathBuf>,
     /// Overrides of the built-in points, by rule name; 0 turns a rule off.
     pub rules: BTreeMap<String, i32>,
+    /// Inbound, from `delete_at`: `delete` (accept and drop, the default), `reject` (a 550 at the
+    /// end of DATA: the sending server tells its user) or `quarantine` (held for an administrator).
+    pub action: SpamAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamAction {
+    #[default]
+    Delete,
+    Reject,
+    Quarantine,
 }
 
 impl Default for SpamConfig {
@@ -67,6 +79,7 @@ impl Default for SpamConfig {
             subject_tag: "Suspect Spam".into(),
             model: None,
             rules: BTreeMap::new(),
+            action: SpamAction::Delete,
         }
     }
 }

@@ -54,10 +54,18 @@ impl Stage for SpamStage {
             let c = &self.config;
             match facts.direction {
                 Direction::Inbound if score.total >= c.delete_at => {
-                    v = v.action(
-                        Action::Delete { notify: false },
-                        format!("spam score {header}"),
-                    );
+                    let action = match c.action {
+                        super::SpamAction::Delete => Action::Delete { notify: false },
+                        super::SpamAction::Quarantine => Action::Quarantine,
+                        super::SpamAction::Reject => {
+                            Action::Reject(crate::smtp::reply::Reply::new(
+                                550,
+                                "5.7.1",
+                                format!("message refused as spam (score {})", score.total),
+                            ))
+                        }
+                    };
+                    v = v.action(action, format!("spam score {header}"));
                 }
                 Direction::Outbound if score.total >= c.delete_at => {
                     v = v.action(Action::Quarantine, format!("spam score {header}"));
