@@ -67,6 +67,11 @@ enum Command {
     },
     /// Read a password on standard input and print its argon2 hash for `[relay.users]`.
     HashPassword,
+    /// Messages held by a policy verdict: list, show, release, delete.
+    Quarantine {
+        #[command(subcommand)]
+        command: queue::QuarantineCommand,
+    },
     /// Print the story of one message from the event store.
     Trace {
         /// The id from our `250 2.0.0 queued as <id>` reply or `Received:` header.
@@ -168,6 +173,12 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
             } else {
                 ExitCode::from(2)
             })
+        }
+        Command::Quarantine { command } => {
+            let store = open_store(&config).await?;
+            let done = queue::run(&store, &config, command.into_queue()).await;
+            store.close().await;
+            done.map(|()| ExitCode::SUCCESS)
         }
         Command::Queue { command } => {
             let store = open_store(&config).await?;

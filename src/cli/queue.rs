@@ -35,6 +35,50 @@ pub enum QueueCommand {
     Delete(Target),
 }
 
+/// `passerelle quarantine …`: the messages a policy verdict held (outbound spam, or inbound spam
+/// with `action = "quarantine"`). The queue commands restricted to them.
+#[derive(Subcommand)]
+pub enum QuarantineCommand {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        message_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver despite the verdict; the event records who released it.
+    Release { message_ids: Vec<String> },
+    /// Delete for good, without a notice (the events stay).
+    Delete { message_ids: Vec<String> },
+}
+
+impl QuarantineCommand {
+    pub fn into_queue(self) -> QueueCommand {
+        let only = |ids: Vec<String>| Target {
+            all: false,
+            message_ids: ids,
+            filter: FilterArgs {
+                status: vec!["quarantined".into()],
+                ..Default::default()
+            },
+        };
+        match self {
+            QuarantineCommand::List { json } => QueueCommand::List {
+                filter: FilterArgs {
+                    status: vec!["quarantined".into()],
+                    ..Default::default()
+                },
+                json,
+            },
+            QuarantineCommand::Show { message_id, json } => QueueCommand::Show { message_id, json },
+            QuarantineCommand::Release { message_ids } => QueueCommand::Release(only(message_ids)),
+            QuarantineCommand::Delete { message_ids } => QueueCommand::Delete(only(message_ids)),
+        }
+    }
+}
+
 #[derive(Args, Default)]
 pub struct FilterArgs {
     /// queued, deferred, held, delivered, failed, deleted (repeatable).

@@ -33,6 +33,13 @@ pub struct Policy {
 #[serde(deny_unknown_fields)]
 pub struct Stages {
     pub stages: Vec<StageName>,
+    /// Outbound override: these senders' mail is not held for its spam score (recorded as an
+    /// `override` verdict).
+    #[serde(default)]
+    pub override_senders: Vec<String>,
+    /// The same for clients in these networks.
+    #[serde(default)]
+    pub override_networks: Vec<String>,
 }
 
 impl Default for Policy {
@@ -42,9 +49,13 @@ impl Default for Policy {
             stage_timeout: Duration::from_secs(60),
             inbound: Stages {
                 stages: vec![Reputation, Dnsbl, Spf, Sender, Limits, Virus, Spam],
+                override_senders: Vec::new(),
+                override_networks: Vec::new(),
             },
             outbound: Stages {
                 stages: vec![Limits, Virus, Spam],
+                override_senders: Vec::new(),
+                override_networks: Vec::new(),
             },
             reputation: Default::default(),
             dnsbl: Default::default(),

@@ -65,3 +65,53 @@ pub fn report(
         last_attempt: Some(at),
     }
 }
+
+/// The notice telling an outbound sender that their message is held in quarantine, why, and
+/// that their administrator can release it. Plain text, built with mail-builder; queued with an
+/// empty envelope sender like every notice.
+pub fn held(
+    hostname: &str,
+    id: &str,
+    sender: &str,
+    rcpts: &[String],
+    reason: &str,
+    subject: &str,
+    now: i64,
+) -> Option<NewMessage> {
+    use mail_builder::MessageBuilder;
+    use mail_builder::headers::raw::Raw;
+    if sender.is_empty() {
+        return None;
+    }
+    let text = format!(
+        "Your message \"{subject}\" to {} was not delivered: the mail gateway at {hostname} \
+         held it in quarantine.\r\n\r\nWhy: {reason}.\r\n\r\nNothing more will happen to it \
+         unless your mail administrator releases it. If you think this is a mistake, ask them, \
+         quoting this reference: {id}\r\n",
+        rcpts.join(", ")
+    );
+    let mut body = Vec::new();
+    MessageBuilder::new()
+        .header(
+            "From",
+            Raw::new(format!("Mail Delivery System <MAILER-DAEMON@{hostname}>")),
+        )
+        .to(sender)
+        .subject("Message held: not delivered")
+        .date(mail_builder::headers::date::Date::new(now.div_euclid(1000)))
+        .message_id(format!("{id}.held.{now}@{hostname}"))
+        .header("Auto-Submitted", Raw::new("auto-replied"))
+        .text_body(text)
+        .write_to(&mut body)
+        .ok()?;
+    Some(NewMessage {
+        id: new_id(),
+        direction: "notice",
+        sender: String::new(),
+        body,
+        rcpts: vec![sender.to_owned()],
+        detail: json!({ "notice": "held", "about": id, "from": "", "direction": "notice" }),
+        status: super::RecipientStatus::Queued,
+        verdicts: Vec::new(),
+    })
+}

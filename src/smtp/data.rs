@@ -158,7 +158,7 @@ impl DataDecoder {
 use super::connection::{Connection, ReadError};
 use super::reply;
 use super::session::Session;
-use crate::envelope::Envelope;
+use crate::envelope::{Direction, Envelope};
 use crate::policy::Action;
 use crate::queue::RecipientStatus;
 use crate::queue::store::NewMessage;
@@ -233,7 +233,8 @@ impl Session {
         let mut facts = self.facts();
         facts.mail_from = env.mail_from.clone();
         facts.rcpts = env.rcpts.clone();
-        let outcome = ctx.pipeline(direction).data(&facts, &raw).await;
+        let mut outcome = ctx.pipeline(direction).data(&facts, &raw).await;
+        self.apply_override(&mut outcome, &env.mail_from);
         let verdicts: Vec<serde_json::Value> = outcome.verdicts.iter().map(verdict_event).collect();
         let mut detail = json!({
             "client": self.peer.ip().to_string(),
@@ -248,6 +249,7 @@ impl Session {
         });
         self.feed_reputation(&outcome).await;
 
+        let held = outcome.action == Action::Quarantine && direction == Direction::Outbound;
         let (status, message, notify) = match &outcome.action {
             Action::Reject(r) | Action::Tempfail(r) => {
                 detail["reply"] = json!(r.to_string());
@@ -261,7 +263,7 @@ impl Session {
                 }
                 return r.clone();
             }
-            Action::Continue if direction == crate::envelope::Direction::Outbound => {
+            Action::Continue if direction == Direction::Outbound => {
                 // Signed last, over the message exactly as it will be delivered.
                 (
                     RecipientStatus::Queued,
@@ -270,6 +272,14 @@ impl Session {
                 )
             }
             Action::Continue => (RecipientStatus::Queued, outcome.apply(&raw), false),
+            Action::Quarantine if direction == Direction::Outbound => {
+                // Signed now, so that a release sends it exactly as it would have gone.
+                (
+                    RecipientStatus::Quarantined,
+                    ctx.dkim.sign(outcome.apply(&raw)),
+                    false,
+                )
+            }
             Action::Quarantine => (RecipientStatus::Quarantined, outcome.apply(&raw), false),
             // Deleted: nothing of the message is kept, only its events.
             Action::Delete { notify } => (RecipientStatus::Deleted, Vec::new(), *notify),
@@ -289,9 +299,24 @@ impl Session {
             status,
             verdicts,
         };
-        let notice = notify
-            .then(|| deletion_notice(&ctx, &id, &env, &raw, &outcome.reason))
-            .flatten();
+        let notice = if notify {
+            deletion_notice(&ctx, &id, &env, &raw, &outcome.reason)
+        } else if held {
+            let host = &ctx.config.server.hostname;
+            let subject = subject_of(&raw);
+            let why = &outcome.reason;
+            crate::queue::notice::held(
+                host,
+                &id,
+                &env.mail_from,
+                &env.rcpts,
+                why,
+                &subject,
+                now_ms(),
+            )
+        } else {
+            None
+        };
         match ctx
             .store
             .enqueue_with(&ctx.recorder, &new, notice.as_ref(), now_ms())
@@ -306,6 +331,40 @@ impl Session {
                 tracing::error!(error = %e, "storing an accepted message failed; client told 451");
                 reply::storage_failed()
             }
+        }
+    }
+
+    /// Outbound override lists: a listed sender or client is not held for its spam score. The
+    /// verdict stays in the events, with an `override` verdict after it.
+    fn apply_override(&self, outcome: &mut crate::policy::Outcome, sender: &str) {
+        let o = &self.ctx.config.policy.outbound;
+        if self.direction() != Direction::Outbound
+            || outcome.action != Action::Quarantine
+            || outcome.decided_by != "spam"
+        {
+            return;
+        }
+        let ip = self.peer.ip().to_canonical();
+        let by_sender = o
+            .override_senders
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(sender));
+        let by_client = o
+            .override_networks
+            .iter()
+            .filter_map(|n| crate::relay::parse_network(n))
+            .any(|n| n.contains(&ip));
+        if by_sender || by_client {
+            let why = if by_sender {
+                "sender on the override list"
+            } else {
+                "client on the override list"
+            };
+            let mut v = crate::policy::Verdict::new("override");
+            v.reason = format!("{why}: {}", outcome.reason);
+            outcome.verdicts.push(v);
+            outcome.action = Action::Continue;
+            outcome.decided_by = "";
         }
     }
 
@@ -334,6 +393,14 @@ impl Session {
             }
         }
     }
+}
+
+/// The Subject, for notices (empty when there is none).
+fn subject_of(raw: &[u8]) -> String {
+    mail_parser::MessageParser::default()
+        .parse_headers(raw)
+        .and_then(|m| m.subject().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// One verdict as the event records it.
