@@ -25,6 +25,8 @@ impl Direction {
 pub struct TlsFacts {
     pub version: String,
     pub cipher: String,
+    /// The client presented a certificate issued by `relay.client_ca` (verified in the handshake).
+    pub client_certificate: bool,
 }
 
 /// The SMTP envelope of one transaction.

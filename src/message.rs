@@ -56,6 +56,7 @@ mod tests {
             tls: Some(TlsFacts {
                 version: "TLSv1.3".into(),
                 cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                client_certificate: false,
             }),
             mail_from: "a@client.test".into(),
             rcpts: vec!["b@example.test".into()],

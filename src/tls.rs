@@ -82,9 +82,29 @@ pub fn server_config(config: &Config) -> Result<Arc<rustls::ServerConfig>> {
     }
     let key = PrivateKeyDer::from_pem_file(&t.private_key)
         .with_context(|| format!("reading the private key {}", t.private_key.display()))?;
-    let mut server = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(t.min_version))?
-        .with_no_client_auth()
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(t.min_version))?;
+    let builder = match &config.relay.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            // Asked, not required: ordinary MX clients have no certificate.
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("reading {}", ca.display()))?
+            {
+                roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .with_context(|| format!("relay.client_ca {}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder
         .with_single_cert(certs, key)
         .context("the certificate does not match the private key")?;
     server.ignore_client_order = true;
@@ -177,9 +197,11 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// Version and cipher of an established connection, for events and `Received:`.
+/// Version and cipher of an established connection, for events and `Received:`; whether the
+/// peer presented a certificate our client CA verified.
 pub fn facts(conn: &rustls::CommonState) -> TlsFacts {
     TlsFacts {
+        client_certificate: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
         version: conn
             .protocol_version()
             .map(|v| match v {

@@ -132,3 +132,56 @@ on_both_stores!(
     auth_login_and_failures,
     sender_must_match_login
 );
+
+/// A partner gateway presenting a certificate from `relay.client_ca` may relay; the same client
+/// without it may not.
+async fn client_certificate_authorises(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    let sink = Sink::start(&cfg.ca).await;
+    let partners_dir = cfg.dir.path().join("partners");
+    std::fs::create_dir_all(&partners_dir).unwrap();
+    let partners = support::TestCa::new(&partners_dir);
+    let gateway = partners.leaf("gateway", &["gw.partner.test"]);
+    cfg.relay = vec![format!("client_ca = \"{}\"", partners.ca_pem.display())];
+    cfg.delivery = vec![format!("smarthost = \"{}\"", sink.addr)];
+    cfg.route_tls = "require";
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    c.cmd("MAIL FROM:<a@partner.test>").await.expect(250);
+    c.cmd("RCPT TO:<carol@elsewhere.test>").await.expect(554);
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&gateway.cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&gateway.key).unwrap();
+    let with_cert = {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&cfg.ca.ca_pem).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .unwrap()
+    };
+    let (mut c, _) = Client::connect(d.mx, with_cert).await;
+    c.secure().await;
+    c.send_mail(
+        "a@partner.test",
+        &["carol@elsewhere.test"],
+        "Subject: via partner\n\nhi\n",
+    )
+    .await
+    .expect(250);
+    assert_eq!(sink.wait_for(1).await[0].rcpts, ["carol@elsewhere.test"]);
+}
+
+mod certificates {
+    use super::*;
+    on_both_stores!(client_certificate_authorises);
+}

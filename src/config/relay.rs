@@ -15,6 +15,9 @@ pub struct Relay {
     pub users: BTreeMap<String, User>,
     /// An authenticated user may only send as its own domain (the part after `@` of its login).
     pub sender_must_match: bool,
+    /// PEM CA certificates of partner gateways: a client presenting a certificate issued by one
+    /// of them may relay outbound. Certificates are asked for, never required.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// `[relay.users."alice@example.org"]`: one SMTP AUTH account.
@@ -67,6 +70,7 @@ struct Top {
     networks: Vec<String>,
     users: BTreeMap<String, User>,
     sender_must_match: bool,
+    client_ca: Option<std::path::PathBuf>,
     // Each domain is read on its own below, so that every bad one is reported.
     domains: Option<Value>,
 }
@@ -93,5 +97,6 @@ pub(super) fn parse(value: Option<Value>, errors: &mut Errors) -> Relay {
         domains,
         users: top.users,
         sender_must_match: top.sender_must_match,
+        client_ca: top.client_ca,
     }
 }

@@ -99,6 +99,12 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         }
     }
 
+    if let Some(ca) = c.relay.client_ca.as_ref().filter(|ca| !ca.exists()) {
+        e.add(
+            "relay.client_ca",
+            format!("file not found: {}", ca.display()),
+        );
+    }
     for (name, user) in &c.relay.users {
         if argon2::PasswordHash::new(&user.password_hash).is_err() {
             e.add(

@@ -242,6 +242,8 @@ impl Session {
             "listener": env.listener,
             "tls_version": env.tls.as_ref().map(|t| t.version.clone()),
             "tls_cipher": env.tls.as_ref().map(|t| t.cipher.clone()),
+            "client_certificate": env.tls.as_ref().is_some_and(|t| t.client_certificate),
+            "user": self.user,
             "direction": direction.as_str(),
             "from": env.mail_from,
             "rcpts": env.rcpts,

@@ -68,6 +68,10 @@ impl Session {
 
     /// After the TLS handshake: RFC 3207 §4.2, forget everything learnt in plaintext.
     pub fn tls_started(&mut self, facts: TlsFacts) {
+        // A partner gateway's verified certificate authorises outbound relay, like a network.
+        if facts.client_certificate {
+            self.authorised = true;
+        }
         self.tls = Some(facts);
         self.helo = None;
         self.tx = None;
