@@ -34,6 +34,8 @@ pub struct Context {
     pub queue_notify: Notify,
     /// Idle outbound connections, reused across messages to the same host.
     pub pool: crate::queue::pool::Pool,
+    /// The key of signed return paths, shared by every node through the store (`batv.rs`).
+    pub batv_key: Vec<u8>,
     /// DKIM signers for outbound mail, by From: domain.
     pub dkim: crate::dkim::Signers,
     /// Failed AUTH attempts per address.
@@ -89,6 +91,10 @@ pub async fn serve(config: Config) -> Result<()> {
     }
 
     let resolver = crate::dns::resolver(&config.dns)?;
+    let batv_key = store
+        .setting("batv_key", || hex::encode(rand::random::<[u8; 32]>()))
+        .await?;
+    let batv_key = hex::decode(batv_key).context("the stored return-path key is not hex")?;
     let (inbound, outbound) = crate::policy::build(&config, &store, &resolver)?;
     let ctx = Arc::new(Context {
         relay: RelayRules::new(&config.relay),
@@ -105,6 +111,7 @@ pub async fn serve(config: Config) -> Result<()> {
         pool: Default::default(),
         auth_failures: Default::default(),
         dkim: crate::dkim::Signers::load(&config.dkim)?,
+        batv_key,
         shutdown: Shutdown::default(),
         config,
     });

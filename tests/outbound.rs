@@ -151,7 +151,84 @@ async fn outbound_virus_is_deleted_with_a_notice(backend: Backend) {
     assert!(w.internet.received().is_empty());
 }
 
+/// Our outbound mail carries a signed return path; a bounce to it is delivered to the sender,
+/// while an unsigned or forged bounce is deleted by the empty-sender rule.
+async fn signed_bounces_reach_the_sender(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    let internet = Sink::start(&cfg.ca).await;
+    let home = Sink::start(&cfg.ca).await;
+    cfg.delivery = vec![format!("smarthost = \"{}\"", internet.addr)];
+    cfg.route_tls = "require";
+    cfg.policy = "[policy.inbound]\nstages = [\"sender\"]\n[policy.outbound]\nstages = []\n".into();
+    let cfg = cfg.domain("example.test", home.addr);
+    let d = Daemon::start(&cfg).await;
+    let w = World {
+        cfg,
+        d,
+        internet,
+        home,
+    };
+    send_out(
+        &w,
+        "alice@example.test",
+        "From: alice@example.test\nSubject: hi\n\nhello\n",
+    )
+    .await;
+    let out = w.internet.wait_for(1).await;
+    let return_path = out[0].mail_from.clone();
+    assert!(
+        return_path.starts_with("prvs=0") && return_path.ends_with("=alice@example.test"),
+        "{return_path}"
+    );
+
+    // The remote server bounces it, to the return path it saw.
+    let bounce = "From: MAILER-DAEMON@elsewhere.test\nSubject: Undelivered\n\nno such user carol\n";
+    let (mut c, _) = Client::connect(w.d.mx, w.cfg.client_tls()).await;
+    c.secure().await;
+    let real = c
+        .send_mail("", &[&return_path], bounce)
+        .await
+        .expect(250)
+        .queued_id();
+    let forged = c
+        .send_mail("", &["alice@example.test"], bounce)
+        .await
+        .expect(250)
+        .queued_id();
+    let tampered_rcpt = return_path.replacen("prvs=0", "prvs=1", 1);
+    let tampered = c
+        .send_mail("", &[&tampered_rcpt], bounce)
+        .await
+        .expect(250)
+        .queued_id();
+    let got = w.home.wait_for(1).await;
+    assert_eq!(
+        got[0].rcpts,
+        ["alice@example.test"],
+        "delivered to the real address"
+    );
+    assert!(got[0].text().contains("no such user carol"));
+    for id in [&forged, &tampered] {
+        assert_eq!(
+            kinds(&w.d, id)[0]["detail"]["disposition"],
+            "deleted",
+            "{id}"
+        );
+    }
+    assert!(
+        kinds(&w.d, &real)
+            .iter()
+            .any(|e| e["kind"] == "delivered" || e["kind"] == "attempt")
+    );
+    assert_eq!(
+        w.home.received().len(),
+        1,
+        "only the signed bounce was delivered"
+    );
+}
+
 on_both_stores!(
+    signed_bounces_reach_the_sender,
     outbound_spam_is_held_then_released,
     override_list_lets_a_sender_through,
     outbound_virus_is_deleted_with_a_notice,

@@ -55,6 +55,8 @@ pub struct Facts {
     pub rcpts: Vec<String>,
     /// Spam-score contributions found before DATA (DNSBL weights), carried to the spam stage.
     pub early_rules: Vec<Rule>,
+    /// Every recipient was a return path we signed, with a valid recent signature (`batv.rs`).
+    pub signed_bounce: bool,
 }
 
 pub type StageFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Verdict>> + Send + 'a>>;

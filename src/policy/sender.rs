@@ -10,11 +10,22 @@ use serde::Deserialize;
 pub struct SenderConfig {
     /// Delete messages with an empty envelope sender or `From:` address.
     pub drop_empty: bool,
+    /// Sign the return path of outbound mail (`prvs=…`, see `batv.rs`).
+    pub sign_return_path: bool,
+    /// Deliver a bounce whose recipients are all return paths we signed in the last
+    /// `signed_bounce_days` days, despite its empty sender: real bounces reach our senders.
+    pub allow_signed_bounces: bool,
+    pub signed_bounce_days: u64,
 }
 
 impl Default for SenderConfig {
     fn default() -> Self {
-        SenderConfig { drop_empty: true }
+        SenderConfig {
+            drop_empty: true,
+            sign_return_path: true,
+            allow_signed_bounces: true,
+            signed_bounce_days: 7,
+        }
     }
 }
 
@@ -32,6 +43,11 @@ impl Stage for Sender {
             let v = Verdict::new(self.name());
             if !self.config.drop_empty {
                 return Ok(v);
+            }
+            let signed = facts.signed_bounce && self.config.allow_signed_bounces;
+            if facts.mail_from.is_empty() && signed {
+                let why = "bounce to a return path we signed: delivered";
+                return Ok(v.action(Action::Continue, why));
             }
             let why = if facts.mail_from.is_empty() {
                 "empty envelope sender"

@@ -39,6 +39,7 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
         Ok(Some(msg)) => msg,
         Ok(None) => Queued {
             sender: String::new(),
+            direction: String::new(),
             received_at: now_ms(),
             body: Vec::new(),
         },
@@ -211,7 +212,7 @@ async fn session(
 ) -> std::result::Result<Vec<Result>, String> {
     if let Some(mut conn) = ctx.pool.take(target) {
         conn.describe(detail, true);
-        match conn.transaction(msg, rcpts).await {
+        match conn.transaction(msg, rcpts, &return_path(ctx, msg)).await {
             Ok(results) => {
                 ctx.pool.put(target, conn, ctx.config.delivery.idle_timeout);
                 return Ok(results);
@@ -222,9 +223,20 @@ async fn session(
     }
     let mut conn = connect(ctx, target).await?;
     conn.describe(detail, false);
-    let results = conn.transaction(msg, rcpts).await?;
+    let results = conn.transaction(msg, rcpts, &return_path(ctx, msg)).await?;
     ctx.pool.put(target, conn, ctx.config.delivery.idle_timeout);
     Ok(results)
+}
+
+/// The MAIL FROM of a delivery: outbound senders are signed (`batv.rs`), so that the bounces
+/// real servers send back can be told from forged ones.
+fn return_path(ctx: &Context, msg: &Queued) -> String {
+    let sign = ctx.config.policy.sender.sign_return_path;
+    if sign && msg.direction == "outbound" && !msg.sender.is_empty() {
+        crate::batv::sign(&ctx.batv_key, &msg.sender, crate::batv::today())
+    } else {
+        msg.sender.clone()
+    }
 }
 
 /// Connects, reads the greeting, says EHLO and starts TLS as the target's policy demands.
@@ -305,10 +317,11 @@ impl Conn {
         &mut self,
         msg: &Queued,
         rcpts: &[Claimed],
+        return_path: &str,
     ) -> std::result::Result<Vec<Result>, String> {
         match self {
-            Conn::Tls { client, .. } => transaction(client, msg, rcpts).await,
-            Conn::Plain(client) => transaction(client, msg, rcpts).await,
+            Conn::Tls { client, .. } => transaction(client, msg, rcpts, return_path).await,
+            Conn::Plain(client) => transaction(client, msg, rcpts, return_path).await,
         }
     }
 
@@ -326,10 +339,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     msg: &Queued,
     rcpts: &[Claimed],
+    return_path: &str,
 ) -> std::result::Result<Vec<Result>, String> {
     let io = |e: mail_send::Error| format!("4.4.2 {e}");
     let mail = client
-        .cmd(format!("MAIL FROM:<{}>\r\n", msg.sender))
+        .cmd(format!("MAIL FROM:<{return_path}>\r\n"))
         .await
         .map_err(io)?;
     if mail.code >= 400 {

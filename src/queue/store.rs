@@ -56,6 +56,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub sender: String,
+    /// `inbound`, `outbound` or `notice`.
+    pub direction: String,
     pub received_at: i64,
     pub body: Vec<u8>,
 }
@@ -171,13 +173,15 @@ impl Store {
     }
 
     pub async fn queued(&self, message_id: &str) -> Result<Option<Queued>> {
-        let row = sqlx::query("SELECT sender, received_at, body FROM messages WHERE id = $1")
-            .bind(message_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT sender, direction, received_at, body FROM messages WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Queued {
                 sender: r.try_get("sender")?,
+                direction: r.try_get("direction")?,
                 received_at: r.try_get("received_at")?,
                 body: r.try_get::<Option<Vec<u8>>, _>("body")?.unwrap_or_default(),
             })

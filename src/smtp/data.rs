@@ -215,6 +215,7 @@ impl Session {
         let ctx = self.ctx.clone();
         let id = crate::message::new_id();
         let direction = self.direction();
+        let signed_bounce = tx.signed_bounce();
         let env = Envelope {
             peer: self.peer,
             listener: self.listener.clone(),
@@ -233,6 +234,7 @@ impl Session {
         let mut facts = self.facts();
         facts.mail_from = env.mail_from.clone();
         facts.rcpts = env.rcpts.clone();
+        facts.signed_bounce = signed_bounce;
         let mut outcome = ctx.pipeline(direction).data(&facts, &raw).await;
         self.apply_override(&mut outcome, &env.mail_from);
         let verdicts: Vec<serde_json::Value> = outcome.verdicts.iter().map(verdict_event).collect();
@@ -433,6 +435,7 @@ fn deletion_notice(
         .collect();
     let msg = crate::queue::store::Queued {
         sender: env.mail_from.clone(),
+        direction: env.direction.as_str().to_owned(),
         received_at: now,
         body: raw.to_vec(),
     };

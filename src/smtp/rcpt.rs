@@ -19,10 +19,21 @@ impl Session {
         // The argument as written, after "RCPT TO:", for the checks the parser has erased.
         let raw = String::from_utf8_lossy(line);
         let raw = raw.split_once(':').map_or("", |(_, arg)| arg);
-        match self.ctx.relay.check_recipient(raw, &to.address, authorised) {
+        // A signed return path (`prvs=…=alice@ours`) stands for alice@ours.
+        let days = self.ctx.config.policy.sender.signed_bounce_days;
+        let today = crate::batv::today();
+        let signed = crate::batv::verify(&self.ctx.batv_key, &to.address, today, days);
+        let address = signed
+            .as_ref()
+            .map_or(to.address.to_string(), |(a, _)| a.clone());
+        match self.ctx.relay.check_recipient(raw, &address, authorised) {
             Ok(direction) => {
                 tx.direction = Some(direction);
-                let (local, domain) = crate::envelope::split(&to.address).expect("checked");
+                if let Some((_, valid)) = signed {
+                    tx.signed += 1;
+                    tx.signed_valid += usize::from(valid);
+                }
+                let (local, domain) = crate::envelope::split(&address).expect("checked");
                 let address = format!("{local}@{domain}");
                 if !tx.rcpts.contains(&address) {
                     tx.rcpts.push(address);

@@ -22,12 +22,24 @@ pub enum Next {
     StartTls,
 }
 
+impl Transaction {
+    /// Every recipient is a return path we signed, and every signature is valid.
+    pub fn signed_bounce(&self) -> bool {
+        !self.rcpts.is_empty()
+            && self.signed == self.rcpts.len()
+            && self.signed_valid == self.signed
+    }
+}
+
 /// A mail transaction in progress (between MAIL and the end of DATA).
 #[derive(Debug, Default)]
 pub(super) struct Transaction {
     pub mail_from: String,
     pub rcpts: Vec<String>,
     pub direction: Option<Direction>,
+    /// Recipients written as signed return paths: how many, and how many verified.
+    pub signed: usize,
+    pub signed_valid: usize,
 }
 
 pub struct Session {
@@ -103,6 +115,7 @@ impl Session {
             mail_from: tx.map(|t| t.mail_from.clone()).unwrap_or_default(),
             rcpts: tx.map(|t| t.rcpts.clone()).unwrap_or_default(),
             early_rules: self.early_rules.clone(),
+            signed_bounce: tx.is_some_and(Transaction::signed_bounce),
         }
     }
 

@@ -52,6 +52,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "reputation",
         include_str!("../../migrations/sqlite/0003_reputation.sql"),
     ),
+    (
+        4,
+        "settings",
+        include_str!("../../migrations/sqlite/0004_settings.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -68,6 +73,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "reputation",
         include_str!("../../migrations/postgres/0003_reputation.sql"),
+    ),
+    (
+        4,
+        "settings",
+        include_str!("../../migrations/postgres/0004_settings.sql"),
     ),
 ];
 
@@ -167,6 +177,22 @@ impl Store {
             .await
             .context("applying the store's migrations")?;
         Ok(())
+    }
+
+    /// A shared setting, made by `make` the first time any node asks (first writer wins).
+    pub async fn setting(&self, name: &str, make: impl FnOnce() -> String) -> Result<String> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(make())
+        .execute(&self.pool)
+        .await?;
+        let value: String = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(value)
     }
 
     /// A cheap round trip, for readiness.

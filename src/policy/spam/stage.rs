@@ -103,6 +103,7 @@ mod tests {
                     detail: String::new(),
                 })
                 .collect(),
+            signed_bounce: false,
         }
     }
 
