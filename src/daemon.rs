@@ -116,6 +116,16 @@ pub async fn serve(config: Config) -> Result<()> {
         config,
     });
 
+    if !ctx.config.admin.listen.is_empty() {
+        let socket = TcpListener::bind(&ctx.config.admin.listen)
+            .await
+            .with_context(|| format!("admin: cannot listen on {}", ctx.config.admin.listen))?;
+        tracing::info!(listener = "admin", address = %socket.local_addr()?, "listening");
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .context("installing the metrics recorder")?;
+        tokio::spawn(crate::admin::run(ctx.clone(), socket, handle));
+    }
     let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
     let limits = Limits::new(
         ctx.config.session.max_connections,

@@ -16,6 +16,7 @@
 //! - [`dns`], [`tls`]: the one resolver and the rustls configurations.
 //! - [`daemon`], [`shutdown`]: boot order and graceful stop; [`cli`]: the commands.
 
+pub mod admin;
 pub mod batv;
 pub mod cli;
 pub mod config;

@@ -9,6 +9,7 @@
 //! the section is tried again, so the next bad key is found too. Then [`validate`] checks what
 //! serde cannot (addresses, networks, files, ranges) and adds its own errors to the same list.
 
+mod admin;
 mod delivery;
 mod dns;
 mod listeners;
@@ -20,6 +21,7 @@ mod store;
 mod tls;
 mod validate;
 
+pub use admin::Admin;
 pub use delivery::Delivery;
 pub use dns::Dns;
 pub use listeners::{BareLf, Listener, ListenerTls, Session};
@@ -52,6 +54,7 @@ pub struct Config {
     pub dkim: std::collections::BTreeMap<String, crate::dkim::DkimKey>,
     pub store: Store,
     pub dns: Dns,
+    pub admin: Admin,
     /// SHA-256 of the file's bytes (hex, 16 digits): recorded with every event.
     pub hash: String,
     /// Where the file was read from: relative paths inside it are relative to the working directory.
@@ -125,6 +128,7 @@ const SECTIONS: &[&str] = &[
     "dkim",
     "store",
     "dns",
+    "admin",
 ];
 
 /// Reads, parses and validates the policy file.
@@ -180,6 +184,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let dkim = section(take("dkim"), "dkim", &mut errors);
     let store: Store = section(take("store"), "store", &mut errors);
     let dns: Dns = section(take("dns"), "dns", &mut errors);
+    let admin: Admin = section(take("admin"), "admin", &mut errors);
 
     let config = Config {
         server,
@@ -193,6 +198,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         dkim,
         store,
         dns,
+        admin,
         hash: hash(bytes),
         path: PathBuf::new(),
     };

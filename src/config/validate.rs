@@ -220,6 +220,12 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         }
     }
     positive(e, "dns.attempts", c.dns.attempts);
+    if !c.admin.listen.is_empty() && c.admin.listen.parse::<SocketAddr>().is_err() {
+        e.add(
+            "admin.listen",
+            format!("expected ip:port, got \"{}\"", c.admin.listen),
+        );
+    }
     if c.dns.timeout.is_zero() {
         e.add("dns.timeout", "must be longer than 0s");
     }

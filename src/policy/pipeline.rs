@@ -125,7 +125,11 @@ impl Pipeline {
                 why,
             )
         };
-        match tokio::time::timeout(self.timeout, fut).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, fut).await;
+        metrics::histogram!("passerelle_stage_seconds", "stage" => name)
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => failed(format!("{name} failed: {e:#}")),
             Err(_) => failed(format!("{name} did not answer within {:?}", self.timeout)),

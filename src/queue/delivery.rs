@@ -49,6 +49,7 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
             return;
         }
     };
+    let started = std::time::Instant::now();
     let (results, attempt) = if msg.body.is_empty() {
         let why = Result::Permanent("5.3.0 message body missing from the store".into());
         (vec![why; rcpts.len()], json!({}))
@@ -61,7 +62,10 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
         .zip(results)
         .map(|(r, res)| classify(&ctx, r, res, &attempt, msg.received_at, now))
         .collect();
+    metrics::histogram!("passerelle_delivery_seconds").record(started.elapsed().as_secs_f64());
     for o in &outcomes {
+        metrics::counter!("passerelle_delivery_attempts_total", "result" => o.status.as_str())
+            .increment(1);
         tracing::info!(
             message_id = %o.recipient.message_id,
             status = o.status.as_str(),

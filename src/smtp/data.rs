@@ -252,6 +252,7 @@ impl Session {
             "size": raw.len(),
         });
         self.feed_reputation(&outcome).await;
+        record_metrics(direction, &outcome);
 
         let held = outcome.action == Action::Quarantine && direction == Direction::Outbound;
         let (status, message, notify) = match &outcome.action {
@@ -395,6 +396,29 @@ impl Session {
             {
                 tracing::warn!(error = %e, "updating reputation");
             }
+        }
+    }
+}
+
+/// Messages by direction and outcome, verdicts by stage, and the spam score distribution.
+fn record_metrics(direction: Direction, outcome: &crate::policy::Outcome) {
+    let d = direction.as_str();
+    let outcome_name = match &outcome.action {
+        Action::Continue => "queued",
+        other => other.name(),
+    };
+    metrics::counter!("passerelle_messages_total", "direction" => d, "outcome" => outcome_name)
+        .increment(1);
+    for v in &outcome.verdicts {
+        metrics::counter!("passerelle_verdicts_total", "stage" => v.stage, "action" => v.action.name())
+            .increment(1);
+        if let Some(total) = v
+            .detail
+            .get("total")
+            .and_then(|t| t.as_f64())
+            .filter(|_| v.stage == "spam")
+        {
+            metrics::histogram!("passerelle_spam_score", "direction" => d).record(total);
         }
     }
 }

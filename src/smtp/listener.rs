@@ -104,6 +104,7 @@ pub async fn run(
         let admission = match limits.admit(peer.ip().to_canonical()) {
             Ok(a) => a,
             Err(refusal) => {
+                metrics::counter!("passerelle_connections_total", "listener" => listener.name.clone(), "result" => "refused_limit").increment(1);
                 tracing::info!(%peer, listener = %listener.name, reply = %refusal, "connection refused");
                 tokio::spawn(refuse(stream, refusal));
                 continue;
@@ -141,9 +142,14 @@ async fn handle(
     acceptor: TlsAcceptor,
 ) {
     let started = Instant::now();
+    let open = metrics::gauge!("passerelle_connections_open");
+    open.increment(1.0);
+    let _open = scopeguard(move || open.decrement(1.0));
     let mut session = Session::new(ctx.clone(), peer, listener.clone());
+    metrics::counter!("passerelle_connections_total", "listener" => listener.clone(), "result" => "accepted").increment(1);
     // The connect phase runs before the greeting, so that abusers are refused cheaply.
     if let Some(refusal) = session.connect_policy().await {
+        metrics::counter!("passerelle_connections_total", "listener" => listener.clone(), "result" => "refused_policy").increment(1);
         tracing::info!(%peer, %listener, reply = %refusal, "connection refused by policy");
         let mut stream = stream;
         let _ = stream.write_all(&refusal.to_wire()).await;
@@ -165,7 +171,9 @@ async fn handle(
             let timeout = ctx.config.session.tls_timeout;
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    session.tls_started(crate::tls::facts(tls.get_ref().1));
+                    let facts = crate::tls::facts(tls.get_ref().1);
+                    metrics::counter!("passerelle_tls_sessions_total", "version" => facts.version.clone()).increment(1);
+                    session.tls_started(facts);
                     let mut conn = Connection::new(tls);
                     if kind == ListenerTls::Implicit {
                         greet_and_serve(&mut session, &mut conn).await.map(|_| ())
@@ -189,6 +197,19 @@ async fn handle(
         outcome = %match &result { Ok(()) => "closed".to_owned(), Err(e) => e.to_string() },
         "session ended"
     );
+}
+
+/// Runs `f` when dropped: the open-connections gauge goes down however the session ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 async fn greet_and_serve<S: AsyncRead + AsyncWrite + Unpin>(

@@ -195,6 +195,17 @@ impl Store {
         Ok(value)
     }
 
+    /// Recipients per status, for the queue-depth metric.
+    pub async fn depth(&self) -> Result<Vec<(String, i64)>> {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM recipients GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -141,6 +141,9 @@ trusted_ca = {ca}
 url = {url}
 max_connections = 5
 
+[admin]
+listen = "127.0.0.1:0"
+
 [dns]
 nameservers = [{nameserver}]
 timeout = "1s"
@@ -179,6 +182,8 @@ pub struct Daemon {
     child: Child,
     pub mx: SocketAddr,
     pub submission: SocketAddr,
+    /// The admin HTTP listener (/metrics, /healthz, /readyz).
+    pub admin: SocketAddr,
     pub log: Arc<Mutex<String>>,
     pub config: PathBuf,
 }
@@ -214,7 +219,7 @@ impl Daemon {
                 }
             }
         });
-        let (mut mx, mut submission) = (None, None);
+        let (mut mx, mut submission, mut admin) = (None, None, None);
         let rx = Arc::new(Mutex::new(rx));
         let waited = tokio::task::spawn_blocking(move || {
             let rx = rx.lock().unwrap();
@@ -226,17 +231,18 @@ impl Daemon {
                         match v["listener"].as_str() {
                             Some("mx") => mx = Some(addr),
                             Some("submission") => submission = Some(addr),
+                            Some("admin") => admin = Some(addr),
                             _ => {}
                         }
                     }
-                    Some("ready") => return Some((mx?, submission?)),
+                    Some("ready") => return Some((mx?, submission?, admin?)),
                     _ => {}
                 }
             }
         })
         .await
         .unwrap();
-        let Some((mx, submission)) = waited else {
+        let Some((mx, submission, admin)) = waited else {
             let _ = child.kill();
             let _ = child.wait();
             std::thread::sleep(Duration::from_millis(100));
@@ -246,6 +252,7 @@ impl Daemon {
             child,
             mx,
             submission,
+            admin,
             log,
             config,
         }
