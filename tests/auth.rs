@@ -105,6 +105,7 @@ async fn auth_login_and_failures(backend: Backend) {
     assert!(r.expect(454).text().starts_with("4.7.0"));
     // The log names the user, never the password.
     assert!(!d.log().contains("correct horse") && !d.log().contains("wrong"));
+    assert!(d.log().contains("alice@example.test"));
 }
 
 async fn sender_must_match_login(backend: Backend) {
@@ -179,6 +180,37 @@ async fn client_certificate_authorises(backend: Backend) {
     .await
     .expect(250);
     assert_eq!(sink.wait_for(1).await[0].rcpts, ["carol@elsewhere.test"]);
+}
+
+/// With `[log] redact = true`, log lines show addresses as `***@domain`.
+async fn redacted_logs(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    let sink = Sink::start(&cfg.ca).await;
+    cfg.policy.push_str(&format!(
+        "\n[log]\nredact = true\n[relay.users.\"alice@example.test\"]\npassword_hash = \"{}\"\n",
+        hash("pw")
+    ));
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    c.cmd(&format!(
+        "AUTH PLAIN {}",
+        plain("alice@example.test", "nope")
+    ))
+    .await
+    .expect(535);
+    support::eventually("the failed AUTH log line", || async {
+        d.log().contains("authentication failed").then_some(())
+    })
+    .await;
+    assert!(d.log().contains("***@example.test"), "{}", d.log());
+    assert!(!d.log().contains("alice@example.test"), "{}", d.log());
+}
+
+mod redaction {
+    use super::*;
+    on_both_stores!(redacted_logs);
 }
 
 mod certificates {

@@ -142,3 +142,30 @@ async fn migrate_and_trace_unknown(backend: Backend) {
 }
 
 on_both_stores!(restart_loses_nothing, migrate_and_trace_unknown);
+
+/// `check-config --against RUNNING` names what the new file changes before a restart.
+#[tokio::test]
+async fn check_config_shows_changes_against_the_running_file() {
+    let cfg = TestConfig::new(Backend::Sqlite).await;
+    let old = cfg.dir.path().join("running.toml");
+    std::fs::write(&old, cfg.toml()).unwrap();
+    let new = cfg.write();
+    let changed = std::fs::read_to_string(&new)
+        .unwrap()
+        .replace("max_connections = 5", "max_connections = 7")
+        + "\n[relay.domains.\"new.test\"]\nnext_hop = \"127.0.0.1:2600\"\n";
+    std::fs::write(&new, changed).unwrap();
+    let out = run_cli(&new, &["check-config", "--against", old.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("~ store.max_connections: 5 → 7"), "{text}");
+    assert!(
+        text.contains("+ relay.domains.new.test.next_hop = \"127.0.0.1:2600\""),
+        "{text}"
+    );
+    assert!(text.contains("(hash "), "{text}");
+}

@@ -40,7 +40,11 @@ enum Command {
     /// Run the gateway until SIGTERM or SIGINT.
     Serve,
     /// Check the policy file: every error with its key path; exit 1 if there is any.
-    CheckConfig,
+    CheckConfig {
+        /// The file a running node was started with: print what the new file changes.
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
     /// Apply the store's migrations and exit (`serve` also does it at start).
     Migrate,
     /// Queue operations: list, show, retry, hold, release, bounce, delete.
@@ -110,7 +114,8 @@ pub fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Command::CheckConfig = cli.command {
+    config.log.apply();
+    if let Command::CheckConfig { against } = &cli.command {
         // The files exist (validation said so); they must also parse and match.
         let t = &config.tls;
         let present = t.certificate.exists() || t.private_key.exists();
@@ -120,6 +125,30 @@ pub fn run() -> ExitCode {
         {
             eprintln!("{}: tls: {e:#}", cli.config.display());
             return ExitCode::from(1);
+        }
+        if let Some(old) = against {
+            let texts = std::fs::read_to_string(old)
+                .map_err(|e| format!("{}: {e}", old.display()))
+                .and_then(|o| {
+                    let new = std::fs::read_to_string(&cli.config).map_err(|e| e.to_string())?;
+                    config::diff::diff(&o, &new)
+                });
+            match texts {
+                Ok(lines) if lines.is_empty() => println!("no change from {}", old.display()),
+                Ok(lines) => {
+                    let hash = std::fs::read(old)
+                        .map(|b| config::file_hash(&b))
+                        .unwrap_or_default();
+                    println!("changes from {} (hash {hash}):", old.display());
+                    for l in lines {
+                        println!("  {l}");
+                    }
+                }
+                Err(e) => {
+                    eprintln!("cannot compare: {e}");
+                    return ExitCode::from(1);
+                }
+            }
         }
         println!(
             "{}: OK ({} listeners, {} domains, store {}, hash {})",
@@ -193,7 +222,7 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
         Command::SpamReport { corpus, folds } => {
             spam::report(corpus, folds).map(|()| ExitCode::SUCCESS)
         }
-        Command::CheckConfig | Command::HashPassword => Ok(ExitCode::SUCCESS),
+        Command::CheckConfig { .. } | Command::HashPassword => Ok(ExitCode::SUCCESS),
     }
 }
 

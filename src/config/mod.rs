@@ -11,6 +11,7 @@
 
 mod admin;
 mod delivery;
+pub mod diff;
 mod dns;
 mod listeners;
 mod policy;
@@ -21,7 +22,7 @@ mod store;
 mod tls;
 mod validate;
 
-pub use admin::Admin;
+pub use admin::{Admin, Log, redacting, show_address};
 pub use delivery::Delivery;
 pub use dns::Dns;
 pub use listeners::{BareLf, Listener, ListenerTls, Session};
@@ -55,6 +56,7 @@ pub struct Config {
     pub store: Store,
     pub dns: Dns,
     pub admin: Admin,
+    pub log: Log,
     /// SHA-256 of the file's bytes (hex, 16 digits): recorded with every event.
     pub hash: String,
     /// Where the file was read from: relative paths inside it are relative to the working directory.
@@ -129,6 +131,7 @@ const SECTIONS: &[&str] = &[
     "store",
     "dns",
     "admin",
+    "log",
 ];
 
 /// Reads, parses and validates the policy file.
@@ -185,6 +188,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let store: Store = section(take("store"), "store", &mut errors);
     let dns: Dns = section(take("dns"), "dns", &mut errors);
     let admin: Admin = section(take("admin"), "admin", &mut errors);
+    let log: Log = section(take("log"), "log", &mut errors);
 
     let config = Config {
         server,
@@ -199,6 +203,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         store,
         dns,
         admin,
+        log,
         hash: hash(bytes),
         path: PathBuf::new(),
     };
@@ -208,6 +213,11 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     } else {
         Err(errors.0)
     }
+}
+
+/// The hash a node logs at start and records with every event, of a file's bytes.
+pub fn file_hash(bytes: &[u8]) -> String {
+    hash(bytes)
 }
 
 fn hash(bytes: &[u8]) -> String {

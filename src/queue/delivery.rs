@@ -69,7 +69,7 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
         tracing::info!(
             message_id = %o.recipient.message_id,
             status = o.status.as_str(),
-            reply = %o.reply,
+            reply = %if crate::config::redacting() { "(in the events)" } else { o.reply.as_str() },
             host = %o.attempt["host"].as_str().unwrap_or(""),
             tls = %o.attempt["tls_version"].as_str().unwrap_or(""),
             "delivery attempt"

@@ -5,6 +5,7 @@
 use super::connection::{Connection, Line};
 use super::reply::{self, Reply};
 use super::session::Session;
+use crate::config::show_address;
 use argon2::{Argon2, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -111,13 +112,13 @@ impl Session {
         .await
         .unwrap_or(false);
         if ok && known {
-            tracing::info!(peer = %self.peer, %user, "authenticated");
+            tracing::info!(peer = %self.peer, user = %show_address(&user), "authenticated");
             self.user = Some(user);
             self.authorised = true;
             Ok(Reply::new(235, "2.7.0", "authentication succeeded"))
         } else {
             // The name is logged, never the password.
-            tracing::warn!(peer = %self.peer, %user, "authentication failed");
+            tracing::warn!(peer = %self.peer, user = %show_address(&user), "authentication failed");
             self.ctx.auth_failures.failed(ip);
             Ok(Reply::new(
                 535,
