@@ -116,4 +116,9 @@ async fn queue_gauges(ctx: &Context) {
             metrics::gauge!("passerelle_queue_recipients", "status" => status).set(n as f64);
         }
     }
+    let age = match ctx.store.oldest_pending().await {
+        Ok(Some(at)) => (crate::store::now_ms() - at).max(0) as f64 / 1000.0,
+        _ => 0.0,
+    };
+    metrics::gauge!("passerelle_queue_oldest_seconds").set(age);
 }

@@ -192,6 +192,8 @@ async fn handle(
         %peer,
         %listener,
         tls = %session.tls.as_ref().map(|t| t.version.as_str()).unwrap_or("none"),
+        user = %session.user().map(crate::config::show_address).unwrap_or_default(),
+        recipients = session.recipients(),
         messages = %session.accepted().join(","),
         duration_ms = started.elapsed().as_millis() as u64,
         outcome = %match &result { Ok(()) => "closed".to_owned(), Err(e) => e.to_string() },

@@ -37,6 +37,7 @@ impl Session {
                 let address = format!("{local}@{domain}");
                 if !tx.rcpts.contains(&address) {
                     tx.rcpts.push(address);
+                    self.recipients += 1;
                 }
                 reply::recipient_ok()
             }

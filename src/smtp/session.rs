@@ -58,6 +58,7 @@ pub struct Session {
     pub(super) early_rules: Vec<crate::policy::Rule>,
     /// The SMTP AUTH login, once authenticated.
     pub(super) user: Option<String>,
+    pub(super) recipients: usize,
 }
 
 impl Session {
@@ -75,6 +76,7 @@ impl Session {
             accepted: Vec::new(),
             early_rules: Vec::new(),
             user: None,
+            recipients: 0,
         }
     }
 
@@ -92,6 +94,16 @@ impl Session {
 
     pub fn accepted(&self) -> &[String] {
         &self.accepted
+    }
+
+    /// The SMTP AUTH login, if the client authenticated.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Recipients accepted over the whole session, for its log line.
+    pub fn recipients(&self) -> usize {
+        self.recipients
     }
 
     /// Which way mail from this client goes: authorised clients send outbound.

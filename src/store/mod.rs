@@ -206,6 +206,17 @@ impl Store {
             .collect()
     }
 
+    /// When the oldest recipient still waiting was queued (unix ms), for the queue-age metric.
+    pub async fn oldest_pending(&self) -> Result<Option<i64>> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(m.received_at) FROM recipients r JOIN messages m ON m.id = r.message_id \
+             WHERE r.status IN ('queued', 'deferred')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(oldest)
+    }
+
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
