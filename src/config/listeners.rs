@@ -60,6 +60,9 @@ pub struct Session {
     /// Waiting for the next chunk of DATA (RFC 5321 §4.5.3.2.5: 3 minutes).
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// The whole session, however busy: a client trickling bytes cannot hold a connection longer.
+    #[serde(with = "humantime_serde")]
+    pub max_duration: Duration,
     /// The TLS handshake after STARTTLS or on an implicit-TLS listener.
     #[serde(with = "humantime_serde")]
     pub tls_timeout: Duration,
@@ -89,6 +92,7 @@ impl Default for Session {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             tls_timeout: Duration::from_secs(30),
+            max_duration: Duration::from_secs(3600),
             max_message_size: 52_428_800,
             max_recipients: 1000,
             max_errors: 10,

@@ -52,6 +52,7 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         ("session.command_timeout", s.command_timeout),
         ("session.data_timeout", s.data_timeout),
         ("session.tls_timeout", s.tls_timeout),
+        ("session.max_duration", s.max_duration),
     ] {
         if d.is_zero() {
             e.add(k, "must be longer than 0s");

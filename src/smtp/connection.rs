@@ -19,6 +19,8 @@ pub struct Connection<S> {
     /// Start of unread bytes in `buf`.
     pos: usize,
     out: Vec<u8>,
+    /// A client that stops reading our replies must not hold its session forever.
+    write_timeout: Duration,
 }
 
 /// One command line, or why it is not one.
@@ -46,12 +48,13 @@ impl From<io::Error> for ReadError {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(stream: S) -> Self {
+    pub fn new(stream: S, write_timeout: Duration) -> Self {
         Connection {
             stream,
             buf: Vec::with_capacity(4096),
             pos: 0,
             out: Vec::with_capacity(1024),
+            write_timeout,
         }
     }
 
@@ -61,11 +64,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     pub async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        self.stream.flush().await
+        let write = async {
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out).await?;
+                self.out.clear();
+            }
+            self.stream.flush().await
+        };
+        tokio::time::timeout(self.write_timeout, write)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the client does not read"))?
     }
 
     /// Sends a reply at once.
@@ -163,7 +171,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(4096);
         let input = input.to_vec();
         tokio::spawn(async move { client.write_all(&input).await.unwrap() });
-        let mut c = Connection::new(server);
+        let mut c = Connection::new(server, Duration::from_secs(5));
         let mut out = Vec::new();
         while let Ok(l) = c.read_line(Duration::from_secs(5)).await {
             out.push(l);

@@ -118,7 +118,11 @@ pub async fn run(
             done.clone(),
         );
         tokio::spawn(async move {
-            handle(ctx, stream, peer, name, kind, acceptor).await;
+            let limit = ctx.config.session.max_duration;
+            let session = handle(ctx, stream, peer, name.clone(), kind, acceptor);
+            if tokio::time::timeout(limit, session).await.is_err() {
+                tracing::info!(%peer, listener = %name, "session cut off: longer than session.max_duration");
+            }
             drop(admission);
             drop(done);
         });
@@ -142,6 +146,7 @@ async fn handle(
     acceptor: TlsAcceptor,
 ) {
     let started = Instant::now();
+    let write_timeout = ctx.config.session.command_timeout;
     let open = metrics::gauge!("passerelle_connections_open");
     open.increment(1.0);
     let _open = scopeguard(move || open.decrement(1.0));
@@ -157,12 +162,12 @@ async fn handle(
     }
     let result = match kind {
         ListenerTls::Starttls => {
-            let mut conn = Connection::new(stream);
+            let mut conn = Connection::new(stream, write_timeout);
             greet_and_serve(&mut session, &mut conn)
                 .await
                 .map(|next| (next, conn))
         }
-        ListenerTls::Implicit => Ok((Next::StartTls, Connection::new(stream))),
+        ListenerTls::Implicit => Ok((Next::StartTls, Connection::new(stream, write_timeout))),
     };
     let result = match result {
         Ok((Next::StartTls, conn)) => {
@@ -174,7 +179,7 @@ async fn handle(
                     let facts = crate::tls::facts(tls.get_ref().1);
                     metrics::counter!("passerelle_tls_sessions_total", "version" => facts.version.clone()).increment(1);
                     session.tls_started(facts);
-                    let mut conn = Connection::new(tls);
+                    let mut conn = Connection::new(tls, write_timeout);
                     if kind == ListenerTls::Implicit {
                         greet_and_serve(&mut session, &mut conn).await.map(|_| ())
                     } else {

@@ -125,6 +125,20 @@ pub fn line_too_long() -> Reply {
 pub fn bare_lf_command() -> Reply {
     Reply::new(500, "5.5.2", "commands must end with <CR><LF>")
 }
+pub fn control_characters() -> Reply {
+    Reply::new(
+        500,
+        "5.5.2",
+        "NUL and control characters are not allowed in commands",
+    )
+}
+pub fn invalid_utf8() -> Reply {
+    Reply::new(
+        500,
+        "5.5.2",
+        "commands must be ASCII, or UTF-8 with SMTPUTF8",
+    )
+}
 pub fn unknown_command() -> Reply {
     Reply::new(500, "5.5.1", "command not recognised")
 }

@@ -209,6 +209,17 @@ impl Session {
         line: &[u8],
         conn: &mut Connection<S>,
     ) -> std::io::Result<Step> {
+        // The parser lets NUL, control bytes and broken UTF-8 through into addresses.
+        let text = &line[..line.len().saturating_sub(2)];
+        if text
+            .iter()
+            .any(|b| (*b < 0x20 && *b != b'\t') || *b == 0x7f)
+        {
+            return Ok(Step::Reply(reply::control_characters()));
+        }
+        if std::str::from_utf8(text).is_err() {
+            return Ok(Step::Reply(reply::invalid_utf8()));
+        }
         let request = match Request::parse(&mut line.iter()) {
             Ok(r) => r,
             Err(e) => return Ok(Step::Reply(parse_error(line, e))),
