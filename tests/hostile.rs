@@ -137,3 +137,55 @@ on_both_stores!(
     client_that_never_reads,
     trickling_client,
 );
+
+/// PostgreSQL stops answering while mail arrives: the client gets 451 (nothing acknowledged
+/// that is not stored), and service resumes by itself when the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_outage_tempfails_then_recovers() {
+    use sqlx::Connection;
+    if !support::db::postgres_available() {
+        return;
+    }
+    let (cfg, d, sink) = setup(Backend::Postgres, &[]).await;
+    let db = cfg.store_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
+        .await
+        .unwrap();
+    let run = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    run(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let r = c
+        .send_mail("alice@client.test", &["bob@example.test"], &message("down"))
+        .await;
+    assert_eq!(r.code, 451, "{r}");
+    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut id = None;
+    for _ in 0..100 {
+        let r = c
+            .send_mail("alice@client.test", &["bob@example.test"], &message("up"))
+            .await;
+        if r.code == 250 {
+            id = Some(r.queued_id());
+            break;
+        }
+        assert_eq!(r.code, 451, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let id = id.expect("service resumed once the store was back");
+    let got = sink.wait_for(1).await;
+    assert_eq!(got.len(), 1, "only the acknowledged message");
+    assert!(got[0].text().contains(&id));
+}
