@@ -43,6 +43,12 @@ async fn unauthorised_client_reaches_only_our_domains(backend: Backend) {
             assert!(r.text().starts_with("5.7.1"), "{p}: {r}");
         }
     }
+    // Our own domain as the sender does not open the relay either (a new session: the probes
+    // above used up most of the error allowance).
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    c.cmd("MAIL FROM:<ceo@example.test>").await.expect(250);
+    c.cmd("RCPT TO:<victim@elsewhere.test>").await.expect(554);
 }
 
 async fn authorised_network_relays_anywhere(backend: Backend) {
