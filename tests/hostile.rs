@@ -142,36 +142,18 @@ on_both_stores!(
 /// that is not stored), and service resumes by itself when the database is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_tempfails_then_recovers() {
-    use sqlx::Connection;
     if !support::db::postgres_available() {
         return;
     }
     let (cfg, d, sink) = setup(Backend::Postgres, &[]).await;
-    let db = cfg.store_url.rsplit('/').next().unwrap().to_owned();
-    let mut admin = sqlx::PgConnection::connect(&std::env::var("DATABASE_URL").unwrap())
-        .await
-        .unwrap();
-    let run = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
-    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    run(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    support::db::set_reachable(&cfg.store_url, false).await;
     let r = c
         .send_mail("alice@client.test", &["bob@example.test"], &message("down"))
         .await;
     assert_eq!(r.code, 451, "{r}");
-    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    support::db::set_reachable(&cfg.store_url, true).await;
     let mut id = None;
     for _ in 0..100 {
         let r = c

@@ -168,37 +168,20 @@ fn systemd_unit_verifies() {
 /// test closes the database to new connections and ends the daemon's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_store() {
-    use sqlx::Connection;
     if !support::db::postgres_available() {
         return;
     }
     let cfg = TestConfig::new(Backend::Postgres).await;
     let d = Daemon::start(&cfg).await;
     assert_eq!(get(d.admin, "/readyz").await.0, 200);
-    let db = cfg.store_url.rsplit('/').next().unwrap().to_owned();
-    let admin_url = std::env::var("DATABASE_URL").unwrap();
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    let run = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
-    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    run(format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    support::db::set_reachable(&cfg.store_url, false).await;
     let body = support::eventually("/readyz red", || async {
         let (code, body) = get(d.admin, "/readyz").await;
         (code == 503).then_some(body)
     })
     .await;
     assert!(body.contains("\"store\":\"failing"), "{body}");
-    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    support::db::set_reachable(&cfg.store_url, true).await;
     support::eventually("/readyz green again", || async {
         (get(d.admin, "/readyz").await.0 == 200).then_some(())
     })

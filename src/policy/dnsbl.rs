@@ -35,7 +35,7 @@ pub struct Dnsbl {
     pub config: DnsblConfig,
     pub resolver: TokioResolver,
     /// Addresses that skip DNSBL (the reputation allow list).
-    pub allow: super::reputation::ReputationConfig,
+    pub allow: super::reputation::Networks,
 }
 
 /// `1.2.0.192.zone.` for 192.0.2.1; nibbles reversed for IPv6 (RFC 5782).
@@ -63,7 +63,7 @@ impl Stage for Dnsbl {
     fn on_connect<'a>(&'a self, facts: &'a Facts) -> StageFuture<'a> {
         Box::pin(async move {
             let mut v = Verdict::new(self.name());
-            if self.config.zones.is_empty() || self.allow.allows(facts.peer) {
+            if self.config.zones.is_empty() || self.allow.contains(facts.peer) {
                 return Ok(v);
             }
             let mut total = 0;

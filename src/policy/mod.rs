@@ -114,13 +114,15 @@ pub fn build(
         }
         let stage: Arc<dyn Stage> = match name {
             StageName::Reputation => Arc::new(reputation::Reputation {
+                allow: reputation::Networks::parse(&p.reputation.allow),
+                deny: reputation::Networks::parse(&p.reputation.deny),
                 config: p.reputation.clone(),
                 store: store.clone(),
             }),
             StageName::Dnsbl => Arc::new(dnsbl::Dnsbl {
                 config: p.dnsbl.clone(),
                 resolver: resolver.clone(),
-                allow: p.reputation.clone(),
+                allow: reputation::Networks::parse(&p.reputation.allow),
             }),
             StageName::Spf => Arc::new(auth::Auth {
                 config: p.spf.clone(),

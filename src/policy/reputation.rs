@@ -45,21 +45,26 @@ impl Default for ReputationConfig {
     }
 }
 
-impl ReputationConfig {
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        contains(&self.allow, ip)
-    }
-}
+/// Networks parsed once, at start, rather than for every connection.
+#[derive(Debug, Clone, Default)]
+pub struct Networks(Vec<IpNet>);
 
-fn contains(list: &[String], ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    list.iter()
-        .filter_map(|n| parse_network(n))
-        .any(|n: IpNet| n.contains(&ip))
+impl Networks {
+    pub fn parse(list: &[String]) -> Networks {
+        Networks(list.iter().filter_map(|n| parse_network(n)).collect())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|n| n.contains(&ip))
+    }
 }
 
 pub struct Reputation {
     pub config: ReputationConfig,
+    /// `config.allow`, which also exempts from DNSBL.
+    pub allow: Networks,
+    pub deny: Networks,
     pub store: Store,
 }
 
@@ -72,10 +77,10 @@ impl Stage for Reputation {
         Box::pin(async move {
             let v = Verdict::new(self.name());
             let ip = facts.peer;
-            if self.config.allows(ip) {
+            if self.allow.contains(ip) {
                 return Ok(v);
             }
-            if contains(&self.config.deny, ip) {
+            if self.deny.contains(ip) {
                 let reply = Reply::new(554, "5.7.1", "your address is refused by local policy");
                 return Ok(v.action(Action::Reject(reply), "deny list"));
             }
@@ -152,12 +157,9 @@ mod tests {
 
     #[test]
     fn lists() {
-        let c = ReputationConfig {
-            allow: vec!["192.0.2.0/24".into()],
-            ..Default::default()
-        };
-        assert!(c.allows("192.0.2.9".parse().unwrap()));
-        assert!(c.allows("::ffff:192.0.2.9".parse().unwrap()));
-        assert!(!c.allows("198.51.100.1".parse().unwrap()));
+        let c = Networks::parse(&["192.0.2.0/24".into(), "not a network".into()]);
+        assert!(c.contains("192.0.2.9".parse().unwrap()));
+        assert!(c.contains("::ffff:192.0.2.9".parse().unwrap()));
+        assert!(!c.contains("198.51.100.1".parse().unwrap()));
     }
 }

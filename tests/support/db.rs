@@ -42,3 +42,26 @@ pub async fn fresh(backend: Backend, dir: &Path) -> String {
         }
     }
 }
+
+/// Opens or closes a test's PostgreSQL database to connections; closing also ends the ones it
+/// has, so the daemon sees its store go away (and come back).
+pub async fn set_reachable(store_url: &str, reachable: bool) {
+    use sqlx::Connection;
+    let db = store_url.rsplit('/').next().unwrap();
+    let admin = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let run = |sql: String| sqlx::raw_sql(sqlx::AssertSqlSafe(sql));
+    run(format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {reachable}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    if !reachable {
+        run(format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+}
