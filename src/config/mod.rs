@@ -12,6 +12,7 @@
 mod admin;
 mod delivery;
 pub mod diff;
+mod directory;
 mod dns;
 mod listeners;
 mod policy;
@@ -20,10 +21,12 @@ mod relay;
 mod server;
 mod store;
 mod tls;
+mod trust;
 mod validate;
 
 pub use admin::{Admin, Log, redacting, show_address};
 pub use delivery::Delivery;
+pub use directory::{Directory, Ldap};
 pub use dns::Dns;
 pub use listeners::{BareLf, Listener, ListenerTls, Session};
 pub use policy::{Policy, Stages};
@@ -32,6 +35,7 @@ pub use relay::{Relay, Route, RouteTls};
 pub use server::Server;
 pub use store::Store;
 pub use tls::{Tls, TlsVersion};
+pub use trust::Trust;
 pub use validate::redact_url;
 
 use serde::de::DeserializeOwned;
@@ -48,6 +52,8 @@ pub struct Config {
     pub session: Session,
     pub tls: Tls,
     pub relay: Relay,
+    pub trust: Trust,
+    pub directory: Directory,
     pub policy: Policy,
     pub queue: Queue,
     pub delivery: Delivery,
@@ -124,6 +130,8 @@ const SECTIONS: &[&str] = &[
     "session",
     "tls",
     "relay",
+    "trust",
+    "directory",
     "policy",
     "queue",
     "delivery",
@@ -181,6 +189,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
     let session: Session = section(take("session"), "session", &mut errors);
     let tls: Tls = section(take("tls"), "tls", &mut errors);
     let relay = relay::parse(take("relay"), &mut errors);
+    let trust: Trust = section(take("trust"), "trust", &mut errors);
+    let directory: Directory = section(take("directory"), "directory", &mut errors);
     let policy: Policy = section(take("policy"), "policy", &mut errors);
     let queue: Queue = section(take("queue"), "queue", &mut errors);
     let delivery: Delivery = section(take("delivery"), "delivery", &mut errors);
@@ -196,6 +206,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, Vec<ConfigError>> {
         session,
         tls,
         relay,
+        trust,
+        directory,
         policy,
         queue,
         delivery,

@@ -8,6 +8,10 @@ pub struct Store {
     pub url: String,
     /// Connections in the pool.
     pub max_connections: u32,
+    /// How long a message's body is kept after its last recipient reached a final state
+    /// (delivered, bounced, deleted); then it is purged. Its events are kept.
+    #[serde(with = "humantime_serde")]
+    pub retention: std::time::Duration,
 }
 
 impl Default for Store {
@@ -15,6 +19,7 @@ impl Default for Store {
         Store {
             url: "sqlite://var/passerelle.db".into(),
             max_connections: 10,
+            retention: std::time::Duration::from_secs(90 * 86_400),
         }
     }
 }

@@ -115,6 +115,8 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
         }
     }
 
+    validate_trust(&c.trust, e);
+    validate_directory(&c.directory, e);
     validate_policy(&c.policy, e);
 
     let q = &c.queue;
@@ -206,6 +208,12 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
                 "expected sqlite://PATH or postgres://…, got \"{}\"",
                 redact_url(url)
             ),
+        );
+    }
+    if c.store.retention < std::time::Duration::from_secs(3600) {
+        e.add(
+            "store.retention",
+            "must be at least 1h (bodies are purged this long after their final state)",
         );
     }
     if c.store.max_connections == 0 {
@@ -306,5 +314,59 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+fn validate_trust(t: &super::Trust, e: &mut Errors) {
+    for (i, d) in t.domains.iter().enumerate() {
+        if !crate::envelope::is_domain(d) || *d != d.to_ascii_lowercase() {
+            e.add(
+                format!("trust.domains[{i}]"),
+                format!("\"{d}\" is not a lower-case domain name"),
+            );
+        }
+    }
+    if !t.enabled() {
+        return;
+    }
+    // A trust space without its CA could not tell a peer from anyone else.
+    for (key, path) in [
+        ("ca", &t.ca),
+        ("certificate", &t.certificate),
+        ("key", &t.key),
+    ] {
+        match path {
+            None => e.add(format!("trust.{key}"), "required when trust.domains is set"),
+            Some(p) if !p.exists() => e.add(
+                format!("trust.{key}"),
+                format!("file not found: {}", p.display()),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn validate_directory(d: &super::Directory, e: &mut Errors) {
+    let Some(ldap) = &d.ldap else { return };
+    if !(ldap.url.starts_with("ldap://") || ldap.url.starts_with("ldaps://")) {
+        e.add(
+            "directory.ldap.url",
+            format!(
+                "expected ldap://host:port or ldaps://host:port, got \"{}\"",
+                ldap.url
+            ),
+        );
+    }
+    if !ldap.filter.contains("{address}") {
+        e.add("directory.ldap.filter", "must contain {address}");
+    }
+    if ldap.bind_dn.is_some() != ldap.bind_password.is_some() {
+        e.add(
+            "directory.ldap.bind_password",
+            "bind_dn and bind_password go together",
+        );
+    }
+    if ldap.timeout.is_zero() {
+        e.add("directory.ldap.timeout", "must be longer than 0s");
     }
 }

@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "settings",
         include_str!("../../migrations/sqlite/0004_settings.sql"),
     ),
+    (
+        5,
+        "trace",
+        include_str!("../../migrations/sqlite/0005_trace.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -78,6 +83,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "settings",
         include_str!("../../migrations/postgres/0004_settings.sql"),
+    ),
+    (
+        5,
+        "trace",
+        include_str!("../../migrations/postgres/0005_trace.sql"),
     ),
 ];
 
