@@ -40,6 +40,8 @@ pub struct Context {
     pub dkim: crate::dkim::Signers,
     /// Failed AUTH attempts per address.
     pub auth_failures: crate::smtp::auth::Failures,
+    /// The people of our domains, checked at RCPT, and their delegates.
+    pub directory: crate::directory::Directory,
     /// The policy stages of each direction.
     pub inbound: crate::policy::Pipeline,
     pub outbound: crate::policy::Pipeline,
@@ -98,6 +100,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let (inbound, outbound) = crate::policy::build(&config, &store, &resolver)?;
     let ctx = Arc::new(Context {
         relay: RelayRules::new(&config.relay),
+        directory: crate::directory::Directory::new(&config.directory, store.clone()),
         resolver,
         inbound,
         outbound,

@@ -8,6 +8,8 @@
 //! - [`smtp`]: listeners (connection limits), the session state machine, one file per command;
 //!   STARTTLS is required before MAIL on an MX listener.
 //! - [`relay`]: who may send to whom (own domains inbound, authorised networks outbound).
+//! - [`directory`]: the people of our domains, checked at RCPT (store table, LDAP), and their
+//!   delegates, who get a copy of inbound mail.
 //! - [`envelope`], [`message`]: what a transaction established; the id and `Received:` header.
 //! - [`store`]: SQLite or PostgreSQL behind one interface; the append-only event log.
 //! - [`queue`]: enqueue in one transaction, a scheduler claiming due recipients with a lease,
@@ -21,6 +23,7 @@ pub mod batv;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod directory;
 pub mod dkim;
 pub mod dns;
 pub mod dsn;

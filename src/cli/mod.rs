@@ -1,5 +1,6 @@
 //! The command line: `serve`, `check-config`, `migrate`, `trace`.
 
+mod directory;
 mod queue;
 mod spam;
 mod trace;
@@ -75,6 +76,12 @@ enum Command {
     Quarantine {
         #[command(subcommand)]
         command: queue::QuarantineCommand,
+    },
+    /// The recipient directory of our domains and its delegations: import, list, add, remove,
+    /// delegate, undelegate, lookup.
+    Directory {
+        #[command(subcommand)]
+        command: directory::DirectoryCommand,
     },
     /// Print the story of one message from the event store.
     Trace {
@@ -212,6 +219,12 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
         Command::Queue { command } => {
             let store = open_store(&config).await?;
             let done = queue::run(&store, &config, command).await;
+            store.close().await;
+            done.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Directory { command } => {
+            let store = open_store(&config).await?;
+            let done = directory::run(&store, &config, command).await;
             store.close().await;
             done.map(|()| ExitCode::SUCCESS)
         }

@@ -215,8 +215,13 @@ fn print(entries: &[Entry], json: bool) {
             last = &e.message_id;
         }
         let reply = e.last_reply.as_deref().unwrap_or("");
+        let copy = e
+            .copy_of
+            .as_ref()
+            .map(|c| format!(" (copy of <{c}>)"))
+            .unwrap_or_default();
         println!(
-            "    {:<9} <{}>  attempts={}  next={}  {}",
+            "    {:<9} <{}>{copy}  attempts={}  next={}  {}",
             e.status,
             e.recipient,
             e.attempts,

@@ -34,6 +34,9 @@ pub struct Entry {
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_reply: Option<String>,
+    /// A delegation copy: the recipient whose copy this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
 }
 
 /// An administrator's action on recipients.
@@ -87,7 +90,7 @@ impl Store {
         // Filters are bound, never spliced: only placeholders are built here.
         let mut sql = String::from(
             "SELECT r.message_id, m.received_at, m.direction, m.sender, m.size, r.address, \
-             r.status, r.attempts, r.next_attempt_at, r.last_reply \
+             r.status, r.attempts, r.next_attempt_at, r.last_reply, r.copy_of \
              FROM recipients r JOIN messages m ON m.id = r.message_id WHERE 1 = 1",
         );
         let mut binds: Vec<String> = Vec::new();
@@ -140,6 +143,7 @@ impl Store {
                     attempts: r.try_get("attempts")?,
                     next_attempt_at: r.try_get("next_attempt_at")?,
                     last_reply: r.try_get("last_reply")?,
+                    copy_of: r.try_get("copy_of")?,
                 })
             })
             .collect()

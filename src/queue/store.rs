@@ -18,6 +18,8 @@ pub struct NewMessage {
     pub body: Vec<u8>,
     /// Addresses with the domain lower-cased.
     pub rcpts: Vec<String>,
+    /// Delegation copies: more recipients, each naming whose copy it is (`recipients.copy_of`).
+    pub copies: Vec<crate::directory::Copy>,
     /// What the `received` event says (client, TLS, listener, …).
     pub detail: Value,
     /// Where the recipients start: queued, or quarantined / deleted by a policy verdict.
@@ -349,6 +351,21 @@ async fn insert(
         .bind(domain)
         .bind(m.status.as_str())
         .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for c in &m.copies {
+        let domain = c.delegate.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        sqlx::query(
+            "INSERT INTO recipients (message_id, address, domain, status, attempts, \
+                 next_attempt_at, updated_at, copy_of) VALUES ($1, $2, $3, $4, 0, $5, $5, $6)",
+        )
+        .bind(&m.id)
+        .bind(&c.delegate)
+        .bind(domain)
+        .bind(m.status.as_str())
+        .bind(now)
+        .bind(&c.copy_of)
         .execute(&mut **tx)
         .await?;
     }

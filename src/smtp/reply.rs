@@ -203,6 +203,16 @@ pub fn relay_trick() -> Reply {
         "relay not permitted: source routes, %, ! and quoted @ are refused",
     )
 }
+pub fn unknown_recipient() -> Reply {
+    Reply::new(550, "5.1.1", "recipient unknown: not in our directory")
+}
+pub fn directory_unavailable() -> Reply {
+    Reply::new(
+        451,
+        "4.4.3",
+        "directory temporarily unavailable, try again later",
+    )
+}
 pub fn no_valid_recipients() -> Reply {
     Reply::new(554, "5.5.1", "no valid recipients")
 }
@@ -245,6 +255,8 @@ mod tests {
             relay_denied(),
             relay_trick(),
             no_valid_recipients(),
+            unknown_recipient(),
+            directory_unavailable(),
             vrfy(),
             queued("x"),
         ] {

@@ -237,7 +237,7 @@ impl Session {
                 reply::tls_required()
             }
             Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to, line),
+            Request::Rcpt { to } => self.rcpt(to, line).await,
             Request::Data => {
                 self.data(conn).await?;
                 return Ok(Step::Replied);

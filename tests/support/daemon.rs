@@ -37,6 +37,8 @@ pub struct TestConfig {
     pub policy: String,
     /// Where the daemon's resolver asks: a `TestDns`; by default a port where nothing answers.
     pub nameserver: String,
+    /// The `[directory]` tables, as TOML; empty by default (no recipient check).
+    pub directory: String,
     server_cert: (PathBuf, PathBuf),
 }
 
@@ -62,6 +64,7 @@ impl TestConfig {
             delivery: Vec::new(),
             nameserver: "127.0.0.1:9".into(),
             relay: Vec::new(),
+            directory: String::new(),
             policy: "[policy.inbound]\nstages = []\n[policy.outbound]\nstages = []\n".into(),
             server_cert: (leaf.cert, leaf.key),
             dir,
@@ -122,6 +125,7 @@ networks = [{networks}]
             ));
         }
         t.push_str(&format!("\n{}\n", self.policy));
+        t.push_str(&format!("\n{}\n", self.directory));
         t.push_str(&format!(
             r#"
 [queue]
