@@ -130,6 +130,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tokio::spawn(crate::admin::run(ctx.clone(), socket, handle));
     }
     let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
+    let upkeep = tokio::spawn(crate::upkeep::run(ctx.clone()));
     let limits = Limits::new(
         ctx.config.session.max_connections,
         ctx.config.session.max_connections_per_ip,
@@ -162,6 +163,8 @@ pub async fn serve(config: Config) -> Result<()> {
         tracing::warn!("sessions still open after the grace period were cut off");
     }
     let _ = scheduler.await;
+    let _ = upkeep.await;
+    crate::upkeep::seal_events(&ctx).await;
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -36,3 +36,4 @@ pub mod shutdown;
 pub mod smtp;
 pub mod store;
 pub mod tls;
+pub mod upkeep;

@@ -1,7 +1,9 @@
 //! The command line: `serve`, `check-config`, `migrate`, `trace`.
 
+mod events;
 mod directory;
 mod queue;
+mod report;
 mod spam;
 mod trace;
 
@@ -77,6 +79,29 @@ enum Command {
         #[command(subcommand)]
         command: queue::QuarantineCommand,
     },
+    /// Where every accepted message is now, per direction; lists any message not accounted for
+    /// (exit 3 then).
+    Report {
+        /// Only messages received since: a duration back (`24h`, `7d`), a date or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The tamper-evident event log.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Purge the bodies of messages final for longer than `store.retention` (the daemon does it
+    /// every hour); events are kept.
+    Purge {
+        /// List what would be purged, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The recipient directory of our domains and its delegations: import, list, add, remove,
     /// delegate, undelegate, lookup.
     Directory {
@@ -88,6 +113,15 @@ enum Command {
         /// The id from our `250 2.0.0 queued as <id>` reply or `Received:` header.
         message_id: String,
         /// One JSON object per event instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Check every node's hash chain; name the first event that breaks it (exit 3 then).
+    Verify {
         #[arg(long)]
         json: bool,
     },
@@ -213,12 +247,44 @@ async fn dispatch(command: Command, config: Config) -> Result<ExitCode> {
         Command::Quarantine { command } => {
             let store = open_store(&config).await?;
             let done = queue::run(&store, &config, command.into_queue()).await;
+            // A running daemon seals these events too; whichever comes first wins.
+            let _ = store.seal(&config.server.node).await;
             store.close().await;
             done.map(|()| ExitCode::SUCCESS)
         }
         Command::Queue { command } => {
             let store = open_store(&config).await?;
             let done = queue::run(&store, &config, command).await;
+            let _ = store.seal(&config.server.node).await;
+            store.close().await;
+            done.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Report { since, json } => {
+            let since = since.as_deref().map(report::parse_since).transpose()?;
+            let store = open_store(&config).await?;
+            let all = report::report(&store, since, json).await;
+            store.close().await;
+            Ok(if all? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Events {
+            command: EventsCommand::Verify { json },
+        } => {
+            let store = open_store(&config).await?;
+            let holds = events::verify(&store, json).await;
+            store.close().await;
+            Ok(if holds? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        Command::Purge { dry_run, json } => {
+            let store = open_store(&config).await?;
+            let done = report::purge(&store, &config, dry_run, json).await;
             store.close().await;
             done.map(|()| ExitCode::SUCCESS)
         }

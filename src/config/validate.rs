@@ -210,10 +210,10 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
             ),
         );
     }
-    if c.store.retention < std::time::Duration::from_secs(3600) {
+    if c.store.retention < std::time::Duration::from_secs(1) {
         e.add(
             "store.retention",
-            "must be at least 1h (bodies are purged this long after their final state)",
+            "must be at least 1s (bodies are purged this long after their final state)",
         );
     }
     if c.store.max_connections == 0 {

@@ -28,6 +28,8 @@ pub enum EventKind {
     Released,
     /// Removed from the queue by an administrator, without a notice.
     Deleted,
+    /// The body was purged after `store.retention`; the events stay.
+    Purged,
 }
 
 impl EventKind {
@@ -45,6 +47,7 @@ impl EventKind {
             EventKind::Held => "held",
             EventKind::Released => "released",
             EventKind::Deleted => "deleted",
+            EventKind::Purged => "purged",
         }
     }
 }
@@ -96,6 +99,20 @@ impl Recorder {
 }
 
 impl Store {
+    /// Records one event on its own, in its own transaction.
+    pub async fn record(
+        &self,
+        rec: &Recorder,
+        message_id: &str,
+        kind: EventKind,
+        detail: Value,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        rec.record(&mut tx, message_id, None, kind, detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// A message's events in the order they were written.
     pub async fn trace(&self, message_id: &str) -> Result<Vec<Event>> {
         let rows = sqlx::query(

@@ -5,7 +5,10 @@
 //! Durability: a `250` is sent only after the transaction that holds the message commits.
 //! SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL with `synchronous_commit=on`.
 
+pub mod chain;
 pub mod events;
+pub mod report;
+pub mod retention;
 
 use crate::config::redact_url as redact;
 use anyhow::{Context as _, Result};

@@ -37,6 +37,8 @@ pub struct TestConfig {
     pub policy: String,
     /// Where the daemon's resolver asks: a `TestDns`; by default a port where nothing answers.
     pub nameserver: String,
+    /// Extra lines in `[store]`.
+    pub store_extra: Vec<String>,
     /// The `[directory]` tables, as TOML; empty by default (no recipient check).
     pub directory: String,
     server_cert: (PathBuf, PathBuf),
@@ -63,6 +65,7 @@ impl TestConfig {
             queue: Vec::new(),
             delivery: Vec::new(),
             nameserver: "127.0.0.1:9".into(),
+            store_extra: Vec::new(),
             relay: Vec::new(),
             directory: String::new(),
             policy: "[policy.inbound]\nstages = []\n[policy.outbound]\nstages = []\n".into(),
@@ -144,6 +147,7 @@ trusted_ca = {ca}
 [store]
 url = {url}
 max_connections = 5
+{store_extra}
 
 [admin]
 listen = "127.0.0.1:0"
@@ -166,6 +170,7 @@ attempts = 1
             queue = self.queue.join("\n"),
             delivery = self.delivery.join("\n"),
             nameserver = q(&self.nameserver),
+            store_extra = self.store_extra.join("\n"),
         ));
         t
     }

@@ -65,3 +65,30 @@ pub async fn set_reachable(store_url: &str, reachable: bool) {
     }
     conn.close().await.unwrap();
 }
+
+/// Runs SQL on a test's store behind the daemon's back (to tamper with it, or to look).
+/// Returns the rows affected.
+pub async fn exec(store_url: &str, sql: &str) -> u64 {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(store_url).await.unwrap();
+    let done = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    done.rows_affected()
+}
+
+/// The first column of every row of a query, as integers.
+pub async fn ints(store_url: &str, sql: &str) -> Vec<i64> {
+    use sqlx::{Connection, Row};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(store_url).await.unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+}

@@ -8,6 +8,7 @@ pub mod client;
 pub mod daemon;
 pub mod db;
 pub mod dns;
+pub mod http;
 pub mod ldap;
 pub mod sink;
 
