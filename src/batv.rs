@@ -31,7 +31,8 @@ pub fn verify(key: &[u8], signed: &str, today: u64, max_days: u64) -> Option<(St
     if tag_part.len() != 10 || !tag_part.starts_with('0') {
         return Some((original, false));
     }
-    let Ok(ddd) = tag_part[1..4].parse::<u64>() else {
+    // `get`: a client's tag may put a multi-byte character across octet 4 (found by fuzzing).
+    let Some(ddd) = tag_part.get(1..4).and_then(|d| d.parse::<u64>().ok()) else {
         return Some((original, false));
     };
     let age = (today % 1000 + 1000 - ddd) % 1000;
@@ -92,5 +93,21 @@ mod tests {
         assert!(!verify(key, &forged, 20_000, 7).unwrap().1);
         assert_eq!(verify(key, "alice@example.test", 20_000, 7), None);
         assert_eq!(sign(key, &s, 20_000), s, "never signed twice");
+    }
+
+    #[test]
+    fn tags_with_multibyte_characters_are_invalid_not_a_panic() {
+        // Ten octets, with a character across the day digits (fuzz/regressions/smtp_command).
+        for signed in [
+            "prvs=0\u{1f600}bcdef=alice@example.test",
+            "prvs=0a\u{20ac}bbbbb=alice@example.test",
+            "prvs=0ab\u{e9}bbbbb=alice@example.test",
+        ] {
+            assert_eq!(
+                verify(b"key", signed, 20_000, 7),
+                Some(("alice@example.test".into(), false)),
+                "{signed}"
+            );
+        }
     }
 }

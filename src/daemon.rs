@@ -42,6 +42,8 @@ pub struct Context {
     pub auth_failures: crate::smtp::auth::Failures,
     /// The people of our domains, checked at RCPT, and their delegates.
     pub directory: crate::directory::Directory,
+    /// Tells which CA issued a client's certificate (relay partner, trust-space peer).
+    pub client_certs: crate::tls::ClientCerts,
     /// The policy stages of each direction.
     pub inbound: crate::policy::Pipeline,
     pub outbound: crate::policy::Pipeline,
@@ -105,6 +107,7 @@ pub async fn serve(config: Config) -> Result<()> {
         inbound,
         outbound,
         client_tls: tls::client_configs(&config)?,
+        client_certs: tls::ClientCerts::new(&config)?,
         recorder: Recorder {
             node: config.server.node.clone(),
             config_hash: config.hash.clone(),

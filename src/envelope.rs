@@ -27,6 +27,10 @@ pub struct TlsFacts {
     pub cipher: String,
     /// The client presented a certificate issued by `relay.client_ca` (verified in the handshake).
     pub client_certificate: bool,
+    /// Trust-space peer domains the client's certificate (issued by `trust.ca`) proves.
+    pub peer_domains: Vec<String>,
+    /// The first DNS name of a trust-space certificate, for the header and the event.
+    pub certificate_name: Option<String>,
 }
 
 /// The SMTP envelope of one transaction.

@@ -28,6 +28,8 @@ pub mod dkim;
 pub mod dns;
 pub mod dsn;
 pub mod envelope;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod message;
 pub mod policy;
 pub mod queue;

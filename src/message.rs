@@ -57,6 +57,7 @@ mod tests {
                 version: "TLSv1.3".into(),
                 cipher: "TLS13_AES_256_GCM_SHA384".into(),
                 client_certificate: false,
+                ..Default::default()
             }),
             mail_from: "a@client.test".into(),
             rcpts: vec!["b@example.test".into()],

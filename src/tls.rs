@@ -9,6 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::path::Path;
 use std::sync::Arc;
@@ -84,31 +85,102 @@ pub fn server_config(config: &Config) -> Result<Arc<rustls::ServerConfig>> {
         .with_context(|| format!("reading the private key {}", t.private_key.display()))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(t.min_version))?;
-    let builder = match &config.relay.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            // Asked, not required: ordinary MX clients have no certificate.
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .with_context(|| format!("reading {}", ca.display()))?
-            {
-                roots.add(cert.with_context(|| format!("reading {}", ca.display()))?)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .allow_unauthenticated()
-            .build()
-            .with_context(|| format!("relay.client_ca {}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    // Client certificates are asked for, never required (ordinary MX clients have none), when
+    // partner gateways (relay.client_ca) or trust-space peers (trust.ca) may present one; the
+    // handshake accepts either, and `ClientCerts::facts` tells afterwards which CA issued it.
+    let cas: Vec<&Path> = [&config.relay.client_ca, &config.trust.ca]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    let builder = if cas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let verifier = client_verifier(&cas)?;
+        builder.with_client_cert_verifier(verifier)
     };
     let mut server = builder
         .with_single_cert(certs, key)
         .context("the certificate does not match the private key")?;
     server.ignore_client_order = true;
     Ok(Arc::new(server))
+}
+
+fn roots(cas: &[&Path]) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots
+                .add(cert.with_context(|| format!("reading {}", ca.display()))?)
+                .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+        }
+    }
+    Ok(roots)
+}
+
+fn client_verifier(cas: &[&Path]) -> Result<Arc<dyn ClientCertVerifier>> {
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(cas)?), provider())
+        .allow_unauthenticated()
+        .build()
+        .with_context(|| format!("client certificate CA {}", cas[0].display()))
+}
+
+/// Which CA issued a client's certificate: the handshake accepted any of them; these tell
+/// them apart, each checking the chain against its own roots only.
+#[derive(Clone, Default)]
+pub struct ClientCerts {
+    /// `relay.client_ca`: the client may relay outbound.
+    relay: Option<Arc<dyn ClientCertVerifier>>,
+    /// `trust.ca`, and the peer domains of `[trust]`.
+    trust: Option<(Arc<dyn ClientCertVerifier>, crate::config::Trust)>,
+}
+
+impl ClientCerts {
+    pub fn new(config: &Config) -> Result<ClientCerts> {
+        let relay = match &config.relay.client_ca {
+            Some(ca) => Some(client_verifier(&[ca])?),
+            None => None,
+        };
+        let trust = match (&config.trust.ca, config.trust.enabled()) {
+            (Some(ca), true) => Some((client_verifier(&[ca])?, config.trust.clone())),
+            _ => None,
+        };
+        Ok(ClientCerts { relay, trust })
+    }
+
+    /// The facts of a server-side session, with what its client certificate proves.
+    pub fn facts(&self, conn: &rustls::CommonState) -> TlsFacts {
+        let mut facts = facts(conn);
+        facts.client_certificate = false;
+        let Some((leaf, chain)) = conn.peer_certificates().and_then(|c| c.split_first()) else {
+            return facts;
+        };
+        let now = UnixTime::now();
+        let issued_by =
+            |v: &Arc<dyn ClientCertVerifier>| v.verify_client_cert(leaf, chain, now).is_ok();
+        facts.client_certificate = self.relay.as_ref().is_some_and(issued_by);
+        if let Some((verifier, trust)) = &self.trust
+            && issued_by(verifier)
+            && let Ok(cert) = webpki::EndEntityCert::try_from(leaf)
+        {
+            // A name in the certificate that is a peer domain or a host under one proves it.
+            let names: Vec<String> = cert
+                .valid_dns_names()
+                .map(str::to_ascii_lowercase)
+                .collect();
+            for name in &names {
+                if let Some(peer) = trust.peer_domain(name)
+                    && !facts.peer_domains.iter().any(|p| p == peer)
+                {
+                    facts.peer_domains.push(peer.to_owned());
+                }
+            }
+            facts.certificate_name = names.into_iter().next();
+        }
+        facts
+    }
 }
 
 /// Client configurations for delivery, built once at start.
@@ -118,32 +190,54 @@ pub struct ClientTls {
     pub any: Arc<rustls::ClientConfig>,
     /// Certificate chain to a trusted root and host name checked.
     pub verified: Arc<rustls::ClientConfig>,
+    /// Toward trust-space peers: chain to `trust.ca` only, host name checked, and our own
+    /// certificate (`trust.certificate`) presented.
+    pub trust: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub fn client_configs(config: &Config) -> Result<ClientTls> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(ca) = &config.delivery.trusted_ca {
-        for cert in CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("reading {}", ca.display()))?
-        {
-            roots
-                .add(cert.with_context(|| format!("reading {}", ca.display()))?)
-                .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
-        }
-    }
+    let extra: Vec<&Path> = config
+        .delivery
+        .trusted_ca
+        .iter()
+        .map(|p| p.as_path())
+        .collect();
+    let mut web = roots(&extra)?;
+    web.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let verified = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(TlsVersion::V1_2))?
-        .with_root_certificates(roots)
+        .with_root_certificates(web)
         .with_no_client_auth();
     let any = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(TlsVersion::V1_2))?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
         .with_no_client_auth();
+    let trust = match (
+        &config.trust.ca,
+        &config.trust.certificate,
+        &config.trust.key,
+    ) {
+        (Some(ca), Some(cert), Some(key)) if config.trust.enabled() => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading {}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("reading {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading the private key {}", key.display()))?;
+            let c = rustls::ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(versions(TlsVersion::V1_2))?
+                .with_root_certificates(roots(&[ca])?)
+                .with_client_auth_cert(chain, key)
+                .context("trust.certificate does not match trust.key")?;
+            Some(Arc::new(c))
+        }
+        _ => None,
+    };
     Ok(ClientTls {
         any: Arc::new(any),
         verified: Arc::new(verified),
+        trust,
     })
 }
 
@@ -201,6 +295,8 @@ impl ServerCertVerifier for AnyCertificate {
 /// peer presented a certificate our client CA verified.
 pub fn facts(conn: &rustls::CommonState) -> TlsFacts {
     TlsFacts {
+        peer_domains: Vec::new(),
+        certificate_name: None,
         client_certificate: conn.peer_certificates().is_some_and(|c| !c.is_empty()),
         version: conn
             .protocol_version()

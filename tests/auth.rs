@@ -154,22 +154,7 @@ async fn client_certificate_authorises(backend: Backend) {
     c.cmd("MAIL FROM:<a@partner.test>").await.expect(250);
     c.cmd("RCPT TO:<carol@elsewhere.test>").await.expect(554);
 
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&gateway.cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&gateway.key).unwrap();
-    let with_cert = {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&cfg.ca.ca_pem).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs, key)
-            .unwrap()
-    };
+    let with_cert = cfg.ca.client_config_presenting(&gateway);
     let (mut c, _) = Client::connect(d.mx, with_cert).await;
     c.secure().await;
     c.send_mail(

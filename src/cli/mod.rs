@@ -1,7 +1,7 @@
 //! The command line: `serve`, `check-config`, `migrate`, `trace`.
 
-mod events;
 mod directory;
+mod events;
 mod queue;
 mod report;
 mod spam;

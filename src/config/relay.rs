@@ -52,6 +52,9 @@ pub enum RouteTls {
     RequireVerified,
     /// STARTTLS when the server offers it, any certificate; clear text otherwise.
     Opportunistic,
+    /// A trust-space peer (`[trust]`): chain to the trust space's CA and host name checked, and
+    /// our own client certificate presented. Chosen for peer domains whatever else is set.
+    TrustSpace,
 }
 
 impl RouteTls {
@@ -60,6 +63,7 @@ impl RouteTls {
             RouteTls::Require => "require",
             RouteTls::RequireVerified => "require-verified",
             RouteTls::Opportunistic => "opportunistic",
+            RouteTls::TrustSpace => "trust-space",
         }
     }
 }

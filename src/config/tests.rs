@@ -133,3 +133,29 @@ fn store_password_is_not_printed() {
     );
     assert_eq!(redact_url("sqlite://var/p.db"), "sqlite://var/p.db");
 }
+
+#[test]
+fn trust_space_needs_its_ca_and_lists_only_peers() {
+    let text = format!(
+        "{MINIMAL}\n[relay.domains.\"example.org\"]\nnext_hop = \"127.0.0.1:25\"\n\
+         [trust]\ndomains = [\"hopital-a.example\", \"example.org\", \"Bad..Name\"]\n\
+         ca = \"/nonexistent/trust-ca.pem\"\n\
+         [delivery]\ntls = \"trust-space\"\n\
+         [store]\nretention = \"0s\"\n"
+    );
+    let got = errors(&text);
+    for want in [
+        "trust.domains[1]: \"example.org\" is one of our own domains",
+        "trust.domains[2]: \"Bad..Name\" is not a lower-case domain name",
+        "trust.ca: file not found: /nonexistent/trust-ca.pem",
+        "trust.certificate: required when trust.domains is set",
+        "trust.key: required when trust.domains is set",
+        "delivery.tls: \"trust-space\" is chosen by itself",
+        "store.retention: must be at least 1s",
+    ] {
+        assert!(
+            got.iter().any(|e| e.starts_with(want)),
+            "{want:?} not in {got:#?}"
+        );
+    }
+}

@@ -116,6 +116,15 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
     }
 
     validate_trust(&c.trust, e);
+    validate_trust_routes(c, e);
+    for (i, d) in c.trust.domains.iter().enumerate() {
+        if c.relay.domains.contains_key(d) {
+            e.add(
+                format!("trust.domains[{i}]"),
+                format!("\"{d}\" is one of our own domains (relay.domains); list only peers"),
+            );
+        }
+    }
     validate_directory(&c.directory, e);
     validate_policy(&c.policy, e);
 
@@ -314,6 +323,35 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// `trust-space` TLS is for peers of `[trust]`, which chooses it by itself.
+fn validate_trust_routes(c: &Config, e: &mut Errors) {
+    use super::RouteTls::TrustSpace;
+    let d = &c.delivery;
+    let mut uses: Vec<String> = Vec::new();
+    if d.tls == TrustSpace {
+        uses.push("delivery.tls".into());
+    }
+    if d.smarthost_tls == TrustSpace {
+        uses.push("delivery.smarthost_tls".into());
+    }
+    for (domain, tls) in &d.tls_policy {
+        if *tls == TrustSpace {
+            uses.push(format!("delivery.tls_policy.\"{domain}\""));
+        }
+    }
+    for (domain, route) in &c.relay.domains {
+        if route.tls == TrustSpace {
+            uses.push(format!("relay.domains.\"{domain}\".tls"));
+        }
+    }
+    for key in uses {
+        e.add(
+            key,
+            "\"trust-space\" is chosen by itself for the domains of [trust]; use require-verified",
+        );
     }
 }
 

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod reputation;
 pub mod sender;
 pub mod spam;
+pub mod trust;
 pub mod verdict;
 pub mod virus;
 
@@ -57,6 +58,9 @@ pub struct Facts {
     pub early_rules: Vec<Rule>,
     /// Every recipient was a return path we signed, with a valid recent signature (`batv.rs`).
     pub signed_bounce: bool,
+    /// Trust-space peer domains the client's certificate proves (`trust.rs`).
+    pub peer_domains: Vec<String>,
+    pub certificate_name: Option<String>,
 }
 
 pub type StageFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<Verdict>> + Send + 'a>>;
@@ -140,8 +144,14 @@ pub fn build(
         };
         made.insert(name, stage);
     }
+    let trust: Option<Arc<dyn Stage>> = config.trust.enabled().then(|| {
+        Arc::new(trust::TrustStage {
+            config: config.trust.clone(),
+        }) as Arc<dyn Stage>
+    });
     let pick = |names: &[StageName]| {
-        let stages = names.iter().map(|n| made[n].clone()).collect();
+        let listed = names.iter().map(|n| made[n].clone());
+        let stages = trust.iter().cloned().chain(listed).collect();
         Pipeline::new(stages, p.stage_timeout)
     };
     Ok((pick(&p.inbound.stages), pick(&p.outbound.stages)))

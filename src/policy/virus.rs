@@ -444,30 +444,30 @@ fn parse_reply(reply: &[u8]) -> Result<Option<String>, ScanError> {
 
 /// Part of the raw message that is rewritten when something in it is infected.
 #[derive(Debug, Clone, PartialEq)]
-struct Unit {
+pub(crate) struct Unit {
     /// The part's header and body, between the CRLF after its boundary line and the CRLF
     /// before the next one (mail-parser's `raw_header_offset()..raw_end_offset()`).
-    span: Range<usize>,
+    pub(crate) span: Range<usize>,
     path: String,
     filename: Option<String>,
 }
 
 #[derive(Debug)]
-struct Leaf<'m> {
+pub(crate) struct Leaf<'m> {
     path: String,
     filename: Option<String>,
     /// The content as sent to clamd: transfer-decoded, not charset-converted.
     data: Cow<'m, [u8]>,
     /// What removing this leaf rewrites; `None` when the leaf is (part of) the message body.
-    unit: Option<Unit>,
+    pub(crate) unit: Option<Unit>,
 }
 
 #[derive(Debug, Default)]
-struct Walk<'m> {
-    leaves: Vec<Leaf<'m>>,
+pub(crate) struct Walk<'m> {
+    pub(crate) leaves: Vec<Leaf<'m>>,
     encrypted: Vec<String>,
     /// More than `max_parts` leaves: the walk stopped.
-    truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 impl Walk<'_> {
@@ -521,7 +521,7 @@ fn join(prefix: &str, n: usize) -> String {
     }
 }
 
-fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
+pub(crate) fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
     let mut out = Walk::default();
     let mut stack = vec![Visit {
         message,
@@ -684,7 +684,7 @@ const ZIP_MAX_NESTED: u64 = 32 * 1024 * 1024;
 /// Whether a zip archive, or a zip inside it down to `depth` levels, has an encrypted member.
 /// Only the central directory is read, and of each member only its first bytes, unless they
 /// show a nested zip. Not a zip: false.
-fn zip_has_encrypted(data: &[u8], depth: usize) -> bool {
+pub(crate) fn zip_has_encrypted(data: &[u8], depth: usize) -> bool {
     let Ok(mut zip) = zip::ZipArchive::new(Cursor::new(data)) else {
         return false;
     };
@@ -723,7 +723,7 @@ fn zip_has_encrypted(data: &[u8], depth: usize) -> bool {
 
 /// The message with each infected unit replaced by a notice; `None` if the units overlap or
 /// fall outside the message (which a parsed message never gives).
-fn remove_parts(raw: &[u8], infected: &[(Unit, Vec<String>)]) -> Option<Vec<u8>> {
+pub(crate) fn remove_parts(raw: &[u8], infected: &[(Unit, Vec<String>)]) -> Option<Vec<u8>> {
     let mut units: Vec<&(Unit, Vec<String>)> = infected.iter().collect();
     units.sort_by_key(|(u, _)| u.span.start);
     let mut out = Vec::with_capacity(raw.len());

@@ -274,6 +274,10 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
     let (config, verified) = match target.tls {
         RouteTls::Require | RouteTls::Opportunistic => (ctx.client_tls.any.clone(), false),
         RouteTls::RequireVerified => (ctx.client_tls.verified.clone(), true),
+        RouteTls::TrustSpace => match &ctx.client_tls.trust {
+            Some(c) => (c.clone(), true),
+            None => return Err("4.7.5 trust-space peer but [trust] has no client TLS".into()),
+        },
     };
     let mut client = client
         .start_tls(&TlsConnector::from(config), &target.host)

@@ -44,9 +44,18 @@ pub async fn resolve(
         return host_targets(resolver, &route.next_hop, route.tls).await;
     }
     let d = &config.delivery;
-    let tls = d.tls_policy.get(domain).copied().unwrap_or(d.tls);
+    // A trust-space peer is reached directly (its route or its MX), never through the
+    // smarthost, and only with mutual, verified TLS.
+    let peer = config.trust.peer_domain(domain).is_some();
+    let tls = match peer {
+        true => RouteTls::TrustSpace,
+        false => d.tls_policy.get(domain).copied().unwrap_or(d.tls),
+    };
     if let Some(hop) = d.routes.get(domain) {
         return host_targets(resolver, hop, tls).await;
+    }
+    if peer {
+        return mx_targets(resolver, domain, d.port, tls).await;
     }
     if !d.smarthost.is_empty() {
         return host_targets(resolver, &d.smarthost, d.smarthost_tls).await;

@@ -176,7 +176,7 @@ async fn handle(
             let timeout = ctx.config.session.tls_timeout;
             match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    let facts = crate::tls::facts(tls.get_ref().1);
+                    let facts = ctx.client_certs.facts(tls.get_ref().1);
                     metrics::counter!("passerelle_tls_sessions_total", "version" => facts.version.clone()).increment(1);
                     session.tls_started(facts);
                     let mut conn = Connection::new(tls, write_timeout);

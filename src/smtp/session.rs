@@ -128,6 +128,12 @@ impl Session {
             rcpts: tx.map(|t| t.rcpts.clone()).unwrap_or_default(),
             early_rules: self.early_rules.clone(),
             signed_bounce: tx.is_some_and(Transaction::signed_bounce),
+            peer_domains: self
+                .tls
+                .as_ref()
+                .map(|t| t.peer_domains.clone())
+                .unwrap_or_default(),
+            certificate_name: self.tls.as_ref().and_then(|t| t.certificate_name.clone()),
         }
     }
 
@@ -269,7 +275,7 @@ enum Step {
     StartTls,
 }
 
-fn parse_error(line: &[u8], e: smtp_proto::Error) -> Reply {
+pub(crate) fn parse_error(line: &[u8], e: smtp_proto::Error) -> Reply {
     use smtp_proto::Error::*;
     let verb = line
         .split(|b| *b == b' ' || *b == b':' || *b == b'\r')

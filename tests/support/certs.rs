@@ -48,15 +48,34 @@ impl TestCa {
         files
     }
 
-    /// A rustls client config that trusts this CA only.
-    pub fn client_config(&self) -> rustls::ClientConfig {
+    /// A rustls client config that trusts this CA only and presents `leaf` (from any CA) as
+    /// its client certificate.
+    pub fn client_config_presenting(&self, leaf: &LeafFiles) -> rustls::ClientConfig {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(&leaf.cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(&leaf.key).unwrap();
+        rustls::ClientConfig::builder()
+            .with_root_certificates(self.roots())
+            .with_client_auth_cert(certs, key)
+            .unwrap()
+    }
+
+    fn roots(&self) -> rustls::RootCertStore {
         use rustls::pki_types::{CertificateDer, pem::PemObject};
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_file_iter(&self.ca_pem).unwrap() {
             roots.add(c.unwrap()).unwrap();
         }
+        roots
+    }
+
+    /// A rustls client config that trusts this CA only.
+    pub fn client_config(&self) -> rustls::ClientConfig {
         rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
+            .with_root_certificates(self.roots())
             .with_no_client_auth()
     }
 }

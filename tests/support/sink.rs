@@ -69,6 +69,33 @@ impl Sink {
     pub async fn start_on(ca: &TestCa, addr: &str) -> Sink {
         let leaf = ca.leaf("sink", &["localhost", "127.0.0.1", "mx.sink.test"]);
         let server = crate::support::daemon::server_tls(&leaf.cert, &leaf.key);
+        Self::start_with(server, addr).await
+    }
+
+    /// A trust-space peer's gateway: its certificate from `ca`, and a client certificate issued
+    /// by `client_ca` required in every handshake.
+    pub async fn start_requiring_client_cert(ca: &TestCa, client_ca: &TestCa) -> Sink {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let leaf = ca.leaf("peer-sink", &["localhost", "127.0.0.1"]);
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(&client_ca.ca_pem).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let certs = CertificateDer::pem_file_iter(&leaf.cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let server = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, PrivateKeyDer::from_pem_file(&leaf.key).unwrap())
+            .unwrap();
+        Self::start_with(server, "127.0.0.1:0").await
+    }
+
+    async fn start_with(server: rustls::ServerConfig, addr: &str) -> Sink {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));

@@ -104,6 +104,8 @@ mod tests {
                 })
                 .collect(),
             signed_bounce: false,
+            peer_domains: Vec::new(),
+            certificate_name: None,
         }
     }
 

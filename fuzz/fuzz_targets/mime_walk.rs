@@ -1,0 +1,4 @@
+//! See fuzz/README.md and `passerelle::fuzzing::mime_walk` for the input format and the checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| passerelle::fuzzing::mime_walk(data));
