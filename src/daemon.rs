@@ -40,6 +40,8 @@ pub struct Context {
     pub dkim: crate::dkim::Signers,
     /// Failed AUTH attempts per address.
     pub auth_failures: crate::smtp::auth::Failures,
+    /// Messages per minute per address (`session.max_message_rate_per_ip`).
+    pub message_rate: crate::smtp::rate::RateLimit,
     /// The people of our domains, checked at RCPT, and their delegates.
     pub directory: crate::directory::Directory,
     /// Tells which CA issued a client's certificate (relay partner, trust-space peer).
@@ -78,8 +80,7 @@ pub async fn serve(config: Config) -> Result<()> {
 
     let mut bound = Vec::new();
     for l in &config.listeners {
-        let socket = TcpListener::bind(&l.address)
-            .await
+        let socket = listen(&l.address)
             .with_context(|| format!("listener {}: cannot listen on {}", l.name, l.address))?;
         tracing::info!(
             listener = %l.name,
@@ -116,6 +117,7 @@ pub async fn serve(config: Config) -> Result<()> {
         queue_notify: Notify::new(),
         pool: Default::default(),
         auth_failures: Default::default(),
+        message_rate: crate::smtp::rate::RateLimit::new(config.session.max_message_rate_per_ip),
         dkim: crate::dkim::Signers::load(&config.dkim)?,
         batv_key,
         shutdown: Shutdown::default(),
@@ -134,10 +136,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let scheduler = tokio::spawn(scheduler::run(ctx.clone()));
     let upkeep = tokio::spawn(crate::upkeep::run(ctx.clone()));
-    let limits = Limits::new(
-        ctx.config.session.max_connections,
-        ctx.config.session.max_connections_per_ip,
-    );
+    let limits = Limits::new(&ctx.config.session);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let acceptor = TlsAcceptor::from(server_tls);
     let mut accepting = Vec::new();
@@ -188,4 +187,22 @@ async fn wait_for_signal() {
             ),
         }
     }
+}
+
+/// Listen queue for SMTP listeners: a burst of connections larger than Tokio's default (1024)
+/// waits in the kernel to be accepted (and refused with a reply) instead of being dropped
+/// half-open. The kernel caps it at `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
+
+fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let addr: std::net::SocketAddr = address
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }

@@ -54,6 +54,12 @@ pub struct Session {
     pub max_connections: usize,
     /// Connections open at once from one IP address.
     pub max_connections_per_ip: usize,
+    /// New connections per minute from one IP address (a burst of as many, then evenly);
+    /// 0: no limit. Clients in `relay.networks` are not limited.
+    pub max_connection_rate_per_ip: u32,
+    /// Messages (MAIL commands) per minute from one IP address; 0: no limit. Clients in
+    /// `relay.networks` and authenticated senders are not limited.
+    pub max_message_rate_per_ip: u32,
     /// Waiting for a command (RFC 5321 §4.5.3.2.7: 5 minutes).
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
@@ -89,6 +95,8 @@ impl Default for Session {
         Session {
             max_connections: 1000,
             max_connections_per_ip: 20,
+            max_connection_rate_per_ip: 0,
+            max_message_rate_per_ip: 0,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             tls_timeout: Duration::from_secs(30),

@@ -8,6 +8,12 @@ impl Session {
         if host.is_empty() || host.len() > 255 || host.contains(|c: char| c.is_control()) {
             return reply::syntax("EHLO needs a domain or address literal");
         }
+        // Test builds only (`debug_assertions`): a way for the tests to make a session panic
+        // and see that only that session ends (`tests/hostile.rs`). Not in release builds.
+        #[cfg(debug_assertions)]
+        if host == "panic.passerelle.invalid" {
+            panic!("test hook: a session panicked on purpose");
+        }
         self.helo = Some(host.to_owned());
         self.tx = None;
         let me = &self.ctx.config.server.hostname;

@@ -7,8 +7,10 @@ use super::reply;
 use super::session::{Next, Session};
 use crate::config::ListenerTls;
 use crate::daemon::Context;
+use futures_util::FutureExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -21,7 +23,14 @@ pub struct Limits {
     global: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    /// New connections per minute per address.
+    rate: super::rate::RateLimit,
+    /// Refusals being written at once; past it, a refused connection is just closed, so that a
+    /// flood costs no more than this many tasks.
+    refusing: Arc<Semaphore>,
 }
+
+const MAX_REFUSING: usize = 256;
 
 /// Held for the life of a connection; gives its places back on drop.
 pub struct Admission {
@@ -43,11 +52,13 @@ impl Drop for Admission {
 }
 
 impl Limits {
-    pub fn new(max: usize, max_per_ip: usize) -> Arc<Self> {
+    pub fn new(session: &crate::config::Session) -> Arc<Self> {
         Arc::new(Limits {
-            global: Arc::new(Semaphore::new(max)),
+            global: Arc::new(Semaphore::new(session.max_connections)),
             per_ip: Mutex::new(HashMap::new()),
-            max_per_ip,
+            max_per_ip: session.max_connections_per_ip,
+            rate: super::rate::RateLimit::new(session.max_connection_rate_per_ip),
+            refusing: Arc::new(Semaphore::new(MAX_REFUSING)),
         })
     }
 
@@ -101,12 +112,23 @@ pub async fn run(
             _ = shutdown.recv() => break,
         };
         let _ = stream.set_nodelay(true);
-        let admission = match limits.admit(peer.ip().to_canonical()) {
+        let ip = peer.ip().to_canonical();
+        let admitted = if ctx.relay.authorised(ip) || limits.rate.allow(ip) {
+            limits.admit(ip)
+        } else {
+            Err(reply::connecting_too_fast())
+        };
+        let admission = match admitted {
             Ok(a) => a,
             Err(refusal) => {
                 metrics::counter!("passerelle_connections_total", "listener" => listener.name.clone(), "result" => "refused_limit").increment(1);
                 tracing::info!(%peer, listener = %listener.name, reply = %refusal, "connection refused");
-                tokio::spawn(refuse(stream, refusal));
+                if let Ok(permit) = limits.refusing.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        refuse(stream, refusal).await;
+                        drop(permit);
+                    });
+                }
                 continue;
             }
         };
@@ -163,7 +185,10 @@ async fn handle(
     let result = match kind {
         ListenerTls::Starttls => {
             let mut conn = Connection::new(stream, write_timeout);
-            greet_and_serve(&mut session, &mut conn)
+            let served = AssertUnwindSafe(greet_and_serve(&mut session, &mut conn))
+                .catch_unwind()
+                .await;
+            survive(&mut conn, &peer, served)
                 .await
                 .map(|next| (next, conn))
         }
@@ -180,11 +205,16 @@ async fn handle(
                     metrics::counter!("passerelle_tls_sessions_total", "version" => facts.version.clone()).increment(1);
                     session.tls_started(facts);
                     let mut conn = Connection::new(tls, write_timeout);
-                    if kind == ListenerTls::Implicit {
-                        greet_and_serve(&mut session, &mut conn).await.map(|_| ())
+                    let served = if kind == ListenerTls::Implicit {
+                        AssertUnwindSafe(greet_and_serve(&mut session, &mut conn))
+                            .catch_unwind()
+                            .await
                     } else {
-                        session.serve(&mut conn).await.map(|_| ())
-                    }
+                        AssertUnwindSafe(session.serve(&mut conn))
+                            .catch_unwind()
+                            .await
+                    };
+                    survive(&mut conn, &peer, served).await.map(|_| ())
                 }
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
@@ -204,6 +234,29 @@ async fn handle(
         outcome = %match &result { Ok(()) => "closed".to_owned(), Err(e) => e.to_string() },
         "session ended"
     );
+}
+
+/// A panic in a session's code (a bug a client found) ends that session with `421 4.3.0`, never
+/// the daemon nor the other sessions: the unwinding stops here, where the connection is still ours
+/// to answer on. Whatever that session had not yet committed is not acknowledged.
+async fn survive<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    peer: &SocketAddr,
+    served: Result<std::io::Result<Next>, Box<dyn std::any::Any + Send>>,
+) -> std::io::Result<Next> {
+    let panic = match served {
+        Ok(result) => return result,
+        Err(panic) => panic,
+    };
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(%peer, panic = %what, "a session panicked; it is closed with 421, the daemon goes on");
+    metrics::counter!("passerelle_session_panics_total").increment(1);
+    let _ = conn.send(&reply::internal_error()).await;
+    Err(std::io::Error::other("the session panicked"))
 }
 
 /// Runs `f` when dropped: the open-connections gauge goes down however the session ends.

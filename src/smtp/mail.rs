@@ -15,6 +15,9 @@ impl Session {
         if self.tx.is_some() {
             return reply::bad_sequence("nested MAIL command");
         }
+        if !self.authorised && !self.ctx.message_rate.allow(self.peer.ip().to_canonical()) {
+            return reply::sending_too_fast();
+        }
         let max = self.ctx.config.session.max_message_size;
         if from.size > max {
             return reply::too_big(max);

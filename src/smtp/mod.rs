@@ -6,6 +6,7 @@ pub mod data;
 mod ehlo;
 pub mod listener;
 mod mail;
+pub mod rate;
 mod rcpt;
 pub mod reply;
 pub mod session;

@@ -92,6 +92,30 @@ pub fn start_data() -> Reply {
 pub fn too_many_connections() -> Reply {
     Reply::new(421, "4.7.0", "too many connections, try again later")
 }
+pub fn internal_error() -> Reply {
+    Reply::new(
+        421,
+        "4.3.0",
+        "internal error, closing the connection; try again later",
+    )
+}
+
+pub fn connecting_too_fast() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "too many connections from your address in the last minute, try again later",
+    )
+}
+
+pub fn sending_too_fast() -> Reply {
+    Reply::new(
+        450,
+        "4.7.1",
+        "too many messages from your address in the last minute, try again later",
+    )
+}
+
 pub fn too_many_from_you() -> Reply {
     Reply::new(
         421,
