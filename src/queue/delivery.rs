@@ -251,6 +251,8 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
         .await
         .map_err(|e| format!("4.4.1 connecting to {}: {e}", target.addr))?;
     client.timeout = d.command_timeout;
+    // SMTP is request/reply: Nagle's delay would hold each command for the previous ACK.
+    let _ = client.stream.set_nodelay(true);
     let greeting = client
         .read()
         .await
