@@ -77,6 +77,18 @@
 //!   buffers alive at once stay under twice the message;
 //! - a boundary longer than [`MAX_BOUNDARY`] is not followed (RFC 2046 allows 70): such a
 //!   multipart is one opaque part, recorded in [`Inspection::unreadable`];
+//! - a multipart whose boundary never comes makes a parser read the rest of the message in
+//!   vain, mail-parser's full parse (the virus stage) as much as this walk: 997 of them before
+//!   45 MB of text cost each some 30 s (test build), and the virus stage then answered 451.
+//!   The octets so read are counted (for any multipart that opens no container, whatever the
+//!   reason, so that mail-parser is never worse off than the count), and past
+//!   [`RESCAN_FACTOR`] times the message (plus [`RESCAN_FLOOR`]) the message is refused;
+//! - a `Content-Type` or `Content-Disposition` field split into more than
+//!   [`MAX_PARAM_SECTIONS`] RFC 2231 sections (`name*0=`, `name*1*=`) refuses the message:
+//!   mail-parser merges sections in quadratic time, and the virus stage's full parse of a
+//!   10 MB field of them outlived the stage timeout (a 451 for the sender, a blocking thread
+//!   busy for minutes). Every such field of every header block walked is counted, not only
+//!   the last one, since mail-parser parses them all;
 //! - base64 that mail-parser refuses is decoded leniently here, skipping what is not base64, as
 //!   mail clients do, so a stray character cannot hide a zip from the count;
 //! - a central directory that declares more than [`MAX_ZIP_ENTRIES`] entries is refused before
@@ -189,6 +201,15 @@ pub enum Violation {
     TooManyParts {
         max: usize,
     },
+    /// A MIME field split into more RFC 2231 sections than [`MAX_PARAM_SECTIONS`].
+    TooManyParameterSections {
+        max: usize,
+    },
+    /// Multiparts whose boundary never comes, so many that looking for them would read the
+    /// message more than [`RESCAN_FACTOR`] times over.
+    UnusedBoundaries {
+        found: usize,
+    },
 }
 
 impl Violation {
@@ -197,9 +218,10 @@ impl Violation {
     ///   administrative capacity limits on a message, listed beside the size limit, and X.3.4
     ///   ("message too big for system … physical or administrative reasons") is what senders'
     ///   servers already map to "make it smaller"; 552 is the reply for an exceeded allocation.
-    /// - MIME parts or archives nested too deeply: `554 5.6.0`. Nothing is too big; the content
-    ///   has a structure we refuse to take apart, a media error (X.6.0: "something about the
-    ///   content … caused it to be considered undeliverable").
+    /// - MIME parts or archives nested too deeply, a MIME field in too many sections, too many
+    ///   boundaries that never come: `554 5.6.0`. Nothing is too big; the content has a
+    ///   structure we refuse to take apart, a media error (X.6.0: "something about the content
+    ///   … caused it to be considered undeliverable").
     /// - a likely archive bomb: `554 5.7.0`. A refusal for security, not capacity (X.7.0: other
     ///   security status); 554 is the transaction failing.
     pub fn code(&self) -> (u16, &'static str) {
@@ -207,7 +229,10 @@ impl Violation {
             Violation::TooManyAttachments { .. }
             | Violation::TooManyParts { .. }
             | Violation::TooManyArchiveFiles { .. } => (552, "5.3.4"),
-            Violation::MimeTooDeep { .. } | Violation::ArchiveTooDeep { .. } => (554, "5.6.0"),
+            Violation::MimeTooDeep { .. }
+            | Violation::ArchiveTooDeep { .. }
+            | Violation::TooManyParameterSections { .. }
+            | Violation::UnusedBoundaries { .. } => (554, "5.6.0"),
             Violation::ArchiveBomb { .. } => (554, "5.7.0"),
         }
     }
@@ -245,6 +270,14 @@ impl Violation {
             }
             Violation::TooManyParts { max } => {
                 format!("message refused: more than {max} MIME parts")
+            }
+            Violation::TooManyParameterSections { max } => {
+                format!(
+                    "message refused: a MIME field split into more than {max} parameter sections"
+                )
+            }
+            Violation::UnusedBoundaries { found } => {
+                format!("message refused: {found} multipart boundaries declared but never used")
             }
         }
     }
@@ -343,6 +376,16 @@ pub const MAX_BOUNDARY: usize = 256;
 pub const FIELD_LIMIT: usize = 64 * 1024;
 /// Parameters of one `Content-Type`/`Content-Disposition` given to mail-parser.
 pub const PARAM_LIMIT: usize = 64;
+/// RFC 2231 sections allowed in one `Content-Type` or `Content-Disposition` field, counted as the
+/// `*` in it (each section's name has one, `name*1*=` two). A long file name needs a dozen or
+/// two; mail-parser's merge is quadratic in them (100,000 in 1 MB took 10 s).
+pub const MAX_PARAM_SECTIONS: usize = 64;
+/// Octets that searches for boundaries that never come may read, as a multiple of the message's
+/// length, before the message is refused ([`Violation::UnusedBoundaries`]).
+pub const RESCAN_FACTOR: u64 = 8;
+/// Added to that allowance (some 50 ms of searching), so that a small broken message is not
+/// refused for it.
+pub const RESCAN_FLOOR: u64 = 64 << 20;
 /// Central directory entries (files and directories) read from one zip; a zip that declares
 /// more is refused as having too many files. 65,535 is the most a zip without Zip64 can hold.
 pub const MAX_ZIP_ENTRIES: u64 = 65_535;
@@ -354,6 +397,11 @@ pub fn inspect(raw: &[u8], cfg: &LimitsConfig) -> Inspection {
         cfg,
         parts: 0,
         expanded: 0,
+        rescan_allowance: (raw.len() as u64)
+            .saturating_mul(RESCAN_FACTOR)
+            .saturating_add(RESCAN_FLOOR),
+        rescanned: 0,
+        unused_boundaries: 0,
         halted: false,
         found: Inspection {
             attachments: 0,
@@ -392,6 +440,11 @@ struct Walk<'c> {
     parts: usize,
     /// Declared uncompressed octets of all archives so far.
     expanded: u64,
+    /// Octets that boundary searches may read in vain ([`RESCAN_FACTOR`], [`RESCAN_FLOOR`]).
+    rescan_allowance: u64,
+    /// Octets read in vain so far: what follows each multipart whose boundary never came.
+    rescanned: u64,
+    unused_boundaries: usize,
     /// Nothing more is read. Too many attachments does not halt: the walk goes on counting so
     /// the reply gives the real number, but opens nothing more.
     halted: bool,
@@ -547,6 +600,11 @@ impl Walk<'_> {
                 return;
             }
             let (fields, body_start) = scan_header_block(data, stream.offset());
+            if fields.most_sections > MAX_PARAM_SECTIONS {
+                let max = MAX_PARAM_SECTIONS;
+                self.refuse(Violation::TooManyParameterSections { max }, true);
+                return;
+            }
             let has_body = body_start.is_some();
             let body_start = body_start.unwrap_or(data.len());
             // A fresh stream at the body: mail-parser's position may run one past the end.
@@ -606,6 +664,12 @@ impl Walk<'_> {
                     }
                     _ => {}
                 }
+                // No container opened: a parser looking for the boundary (mail-parser looks
+                // even for one too long, or one past the parameters read here) read to the end.
+                // Counted even when there is no boundary to look for: never too little.
+                if !self.boundary_unused(data.len().saturating_sub(stream.offset())) {
+                    return;
+                }
             }
 
             // An attached message that is not transfer-encoded goes on in the same stream.
@@ -649,6 +713,19 @@ impl Walk<'_> {
                 }
             }
         }
+    }
+
+    /// Counts a multipart whose boundary never came, and the `rest` octets a search for it read;
+    /// refuses the message once they are over the allowance.
+    fn boundary_unused(&mut self, rest: usize) -> bool {
+        self.unused_boundaries += 1;
+        self.rescanned = self.rescanned.saturating_add(rest as u64);
+        if self.rescanned > self.rescan_allowance {
+            let found = self.unused_boundaries;
+            self.refuse(Violation::UnusedBoundaries { found }, true);
+            return false;
+        }
+        true
     }
 
     /// Whether one more container fits in `max_mime_depth`; refuses the message if not.
@@ -935,6 +1012,9 @@ struct MimeFields<'x> {
     content_type: Option<&'x [u8]>,
     disposition: Option<&'x [u8]>,
     encoding: Option<&'x [u8]>,
+    /// The most RFC 2231 sections (`*`) in any one `Content-Type` or `Content-Disposition`
+    /// field of the block, every occurrence counted.
+    most_sections: usize,
 }
 
 /// Scans the header block at `pos` the way mail-parser's `parse_headers` reads it: a field runs
@@ -995,9 +1075,16 @@ fn scan_header_block(data: &[u8], mut pos: usize) -> (MimeFields<'_>, Option<usi
             }
         };
         let value = &data[start..end];
+        let sections = || value.iter().filter(|&&c| c == b'*').count();
         match name.get(..len) {
-            Some(b"content-type") => fields.content_type = Some(value),
-            Some(b"content-disposition") => fields.disposition = Some(value),
+            Some(b"content-type") => {
+                fields.content_type = Some(value);
+                fields.most_sections = fields.most_sections.max(sections());
+            }
+            Some(b"content-disposition") => {
+                fields.disposition = Some(value);
+                fields.most_sections = fields.most_sections.max(sections());
+            }
             Some(b"content-transfer-encoding") => fields.encoding = Some(value),
             _ => {}
         }
@@ -1433,6 +1520,16 @@ mod tests {
                 },
                 (554, "5.6.0"),
                 "message refused: archives nested more than 3 deep in deep.zip",
+            ),
+            (
+                Violation::TooManyParameterSections { max: 64 },
+                (554, "5.6.0"),
+                "message refused: a MIME field split into more than 64 parameter sections",
+            ),
+            (
+                Violation::UnusedBoundaries { found: 9 },
+                (554, "5.6.0"),
+                "message refused: 9 multipart boundaries declared but never used",
             ),
             (
                 Violation::ArchiveBomb {
@@ -2193,6 +2290,130 @@ mod tests {
     }
 
     #[test]
+    fn parameter_sections() {
+        // `n` RFC 2231 sections of a file name, one per folded line.
+        let sections = |field: &str, n: usize| {
+            let mut s = format!("{field}: application/octet-stream;");
+            for i in 0..n {
+                s.push_str(&format!("\r\n name*{i}*=utf-8''%41%42;"));
+            }
+            s.push_str("\r\n");
+            s
+        };
+        let too_many = Some(Violation::TooManyParameterSections { max: 64 });
+        let single = |head: String| message(&format!("{head}\r\nbody\r\n"));
+        // Each section has two `*`: 32 sections are 64, 33 are 66.
+        assert_eq!(run(&single(sections("Content-Type", 32))).violation, None);
+        assert_eq!(
+            run(&single(sections("Content-Type", 33))).violation,
+            too_many
+        );
+        assert_eq!(
+            run(&single(sections("Content-Disposition", 33))).violation,
+            too_many
+        );
+        // A field that is not the last of its name counts too: mail-parser parses them all.
+        let hidden = format!(
+            "{}Content-Type: text/plain\r\n",
+            sections("Content-Type", 1000)
+        );
+        assert_eq!(run(&single(hidden)).violation, too_many);
+        // In a part's header block, and in an attached message encoded in base64.
+        let part = format!("{}\r\nx", sections("Content-Disposition", 1000));
+        assert_eq!(run(&mixed(&[part])).violation, too_many);
+        let inner = single(sections("Content-Type", 1000));
+        let attached = format!(
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            b64(&inner)
+        );
+        assert_eq!(run(&mixed(&[attached])).violation, too_many);
+        // A long file name as mail clients split it passes.
+        let name: String = "%E2%82%AC".repeat(80);
+        let chunks: Vec<String> = name
+            .as_bytes()
+            .chunks(60)
+            .enumerate()
+            .map(|(i, c)| {
+                let star = if i == 0 { "*=utf-8''" } else { "*=" };
+                format!("filename*{i}{star}{}", std::str::from_utf8(c).unwrap())
+            })
+            .collect();
+        let legit = format!(
+            "Content-Disposition: attachment;\r\n {}\r\n\r\nx",
+            chunks.join(";\r\n ")
+        );
+        assert_eq!(run(&mixed(&[legit])).violation, None);
+        // 10 MB of sections: refused at once (mail-parser would take minutes).
+        let mut huge = String::from("Content-Type: application/octet-stream;");
+        let mut i = 0;
+        while huge.len() < 10 << 20 {
+            huge.push_str(&format!("\r\n name*{i}=aaaaaaaa; a{i}*{i}=x;"));
+            i += 1;
+        }
+        let found = timed("10 MB of sections", &single(huge), &cfg());
+        assert_eq!(found.violation, too_many);
+        assert_eq!(found.violation.unwrap().code(), (554, "5.6.0"));
+    }
+
+    #[test]
+    fn unused_boundaries() {
+        // `n` multiparts whose boundary never comes, then a text part of `size` octets.
+        let unused = |n: usize, size: usize| {
+            let mut parts: Vec<String> = (0..n)
+                .map(|i| format!("Content-Type: multipart/mixed; boundary=\"never-{i}\"\r\n\r\nx"))
+                .collect();
+            parts.push(text(&"a".repeat(size)));
+            message(&multipart("mixed", "outer", &parts))
+        };
+        // A few are a broken message, not an attack.
+        let found = run(&unused(3, 1 << 20));
+        assert_eq!(found.violation, None);
+        // Small messages stay under the floor: 900 of them in 55 kB read 24 MB in vain.
+        assert_eq!(run(&unused(900, 1000)).violation, None);
+        // Each one read to the end of 45 MB: refused once 8 times the message plus 64 MiB is
+        // read in vain, here at the tenth. Without the bound this took over 30 s.
+        let found = timed(
+            "997 unused boundaries, 45 MB",
+            &unused(997, 45 << 20),
+            &cfg(),
+        );
+        assert_eq!(
+            found.violation,
+            Some(Violation::UnusedBoundaries { found: 10 })
+        );
+        assert_eq!(found.violation.unwrap().code(), (554, "5.6.0"));
+        // A boundary too long to follow, or one the walk does not read, counts the same: the
+        // virus stage's parser still looks for it.
+        let long = |n: usize| {
+            let mut parts: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        "Content-Type: multipart/mixed; boundary=\"{i}{}\"\r\n\r\nx",
+                        "x".repeat(MAX_BOUNDARY)
+                    )
+                })
+                .collect();
+            parts.push(text(&"a".repeat(20 << 20)));
+            message(&multipart("mixed", "outer", &parts))
+        };
+        assert!(matches!(
+            run(&long(50)).violation,
+            Some(Violation::UnusedBoundaries { .. })
+        ));
+        let far = (0..20)
+            .map(|i| {
+                let params: String = (0..PARAM_LIMIT).map(|p| format!("p{p}=v; ")).collect();
+                format!("Content-Type: multipart/mixed; {params}boundary=\"b{i}\"\r\n\r\nx")
+            })
+            .chain([text(&"a".repeat(20 << 20))])
+            .collect::<Vec<_>>();
+        assert!(matches!(
+            run(&message(&multipart("mixed", "outer", &far))).violation,
+            Some(Violation::UnusedBoundaries { .. })
+        ));
+    }
+
+    #[test]
     fn broken_base64_still_shows_the_zip() {
         // A stray character makes mail-parser give up on the part; mail clients skip it.
         let mut body = b64(&zip_n(33));
@@ -2355,11 +2576,15 @@ mod tests {
             ("10 MB header line", long_header, Some(None)),
             ("1.3 million header lines", many_headers, Some(None)),
             ("1.5 million folded lines", folded_header, Some(None)),
-            ("100,000 parameter continuations", continuations, Some(None)),
+            (
+                "100,000 parameter continuations",
+                continuations,
+                Some(Some(Violation::TooManyParameterSections { max: 64 })),
+            ),
             (
                 "100,000 continuations of one name",
                 same_key_continuations,
-                Some(None),
+                Some(Some(Violation::TooManyParameterSections { max: 64 })),
             ),
             (
                 "multiparts 1000 deep",

@@ -289,6 +289,11 @@ impl Daemon {
         self.log.lock().unwrap().clone()
     }
 
+    /// The daemon's process id (for /proc/<pid>/status).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs another `passerelle` command against the same config.
     pub fn cli(&self, args: &[&str]) -> Output {
         run_cli(&self.config, args)
