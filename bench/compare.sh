@@ -27,6 +27,8 @@ PER_DESTINATION=${PER_DESTINATION:-20}  # Passerelle queue.per_destination (Post
                               # destination concurrency is 20)
 BUILD=${BUILD:-1}             # 0: use the binaries already built
 KEEP=${KEEP:-0}               # 1: keep the scratch directory (logs, configs, queues)
+PERF=${PERF:-0}               # 1: profile Passerelle (perf record) in each set's first
+                              # throughput run and print where its CPU time goes
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
@@ -399,6 +401,13 @@ run() {
     echo 0 >"$peak"
     sample_pss "$pid" "$peak" &
     sampler=$!
+    local perf_pid= perf_data=$WORK/perf-$key.data
+    if [ "$PERF" = 1 ] && [ "$server" = passerelle ] && [ "$load" = tput ] && [ "$round" = 1 ]; then
+        perf record -F 250 --call-graph dwarf,16384 -p "$pid" -o "$perf_data" \
+            >"$WORK/perf-$key.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.5
+    fi
     t0=$(family_ticks "$pid")
     k0=$(proc_ticks "$CLAMD_PID")
     s0=$(proc_ticks "$SINK_PID")
@@ -409,6 +418,10 @@ run() {
     s1=$(proc_ticks "$SINK_PID")
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+    fi
     local pss
     pss=$(cat "$peak")
     [ "$pss" -le "${R[$key,$server,peak_pss]:-0}" ] || R[$key,$server,peak_pss]=$pss
@@ -423,6 +436,11 @@ run() {
     R[$key,$server,$load,cpu_ms,$round]=$(awk -v t=$((t1 - t0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     R[$key,$server,$load,clamd_ms,$round]=$(awk -v t=$((k1 - k0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     R[$key,$server,$load,sink_ms,$round]=$(awk -v t=$((s1 - s0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
+    if [ -n "$perf_pid" ]; then
+        perf script -i "$perf_data" -F comm,tid,ip,sym 2>/dev/null |
+            python3 "$BENCH_DIR/perf_phases.py" "${R[$key,$server,$load,cpu_ms,$round]}" \
+                >"$WORK/phases-$key.txt"
+    fi
     log "$key $server $load round $round: $(sed -E 's/^result: //' <<<"$result") server_cpu_ms_per_msg=${R[$key,$server,$load,cpu_ms,$round]}"
 }
 
@@ -442,6 +460,7 @@ idle() {
     local server=$1 n=$2 key=$3 pid base now log=$WORK/idle-$1.log
     pid=$(server_pid "$server")
     base=$(family_pss "$pid")
+    : >"$log"
     "$LOADGEN" load "127.0.0.1:$(server_port "$server")" --idle "$n" -c 50 >"$log" 2>&1 &
     IDLE_PID=$!
     for _ in $(seq 1 1200); do
@@ -494,6 +513,12 @@ for key in $KEYS; do
     R[$key,sink,hwm_kb]=$(hwm "$SINK_PID")
     R[$key,clamd,hwm_kb]=$(hwm "$CLAMD_PID")
     if [ "$first" = 1 ] && [ "$IDLE" -gt 0 ]; then
+        # Fresh servers: memory freed after the loads would hide what idle sessions take.
+        stop_servers
+        start_sink "$key"
+        start_postfix "$key"
+        start_passerelle "$key"
+        sleep 2
         idle passerelle "$IDLE" "$key"
         idle sink "$IDLE" "$key"
         idle postfix "$IDLE_POSTFIX" "$key"
@@ -545,5 +570,9 @@ for key in $KEYS; do
             "(${R[$key,passerelle,idle_n]} sessions, target ≤ 64), sink ${R[$key,sink,idle_kib]} KiB" \
             "(${R[$key,sink,idle_n]}), Postfix ${R[$key,postfix,idle_kib]} KiB" \
             "(${R[$key,postfix,idle_n]} sessions, a process each)"
+    fi
+    if [ -s "$WORK/phases-$key.txt" ]; then
+        echo "where Passerelle's CPU goes (perf, first throughput run; perf's own cost inflates the total):"
+        cat "$WORK/phases-$key.txt"
     fi
 done
