@@ -111,7 +111,8 @@ impl Signers {
 }
 
 fn from_domain(message: &[u8]) -> Option<String> {
-    let parsed = mail_parser::MessageParser::default().parse_headers(message)?;
+    let from = crate::message::header_fields(message, "From");
+    let parsed = mail_parser::MessageParser::default().parse_headers(&from)?;
     let address = parsed.from()?.first()?.address()?;
     Some(address.rsplit_once('@')?.1.to_ascii_lowercase())
 }

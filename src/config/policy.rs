@@ -48,7 +48,9 @@ impl Default for Policy {
         Policy {
             stage_timeout: Duration::from_secs(60),
             inbound: Stages {
-                stages: vec![Reputation, Dnsbl, Spf, Sender, Limits, Virus, Spam],
+                // Limits first among the content stages: its walk is linear and bounded, and what it
+                // refuses never reaches a parser.
+                stages: vec![Reputation, Dnsbl, Spf, Limits, Sender, Virus, Spam],
                 override_senders: Vec::new(),
                 override_networks: Vec::new(),
             },

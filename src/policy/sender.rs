@@ -63,7 +63,8 @@ impl Stage for Sender {
 
 /// No `From:` header, or one without an address in it.
 fn from_is_empty(raw: &[u8]) -> bool {
-    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+    let from = crate::message::header_fields(raw, "From");
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(&from) else {
         return true;
     };
     match msg.from() {

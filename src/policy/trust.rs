@@ -84,7 +84,8 @@ impl Stage for TrustStage {
 
 /// The addresses of every `From:` header (a message may carry several, to confuse filters).
 fn from_addresses(raw: &[u8]) -> Vec<String> {
-    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+    let from = crate::message::header_fields(raw, "From");
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(&from) else {
         return Vec::new();
     };
     msg.header_values("From")

@@ -442,7 +442,7 @@ fn record_metrics(direction: Direction, outcome: &crate::policy::Outcome) {
 /// The Subject, for notices (empty when there is none).
 fn subject_of(raw: &[u8]) -> String {
     mail_parser::MessageParser::default()
-        .parse_headers(raw)
+        .parse_headers(&crate::message::header_fields(raw, "Subject"))
         .and_then(|m| m.subject().map(str::to_owned))
         .unwrap_or_default()
 }
