@@ -6,6 +6,7 @@
 #
 #   bench/compare.sh                          # ECDSA and RSA certificate sets, default loads
 #   KEYS=ecdsa N=2000 ROUNDS=1 bench/compare.sh   # a quicker look
+#   SERVERS=passerelle STORE=postgres KEYS=ecdsa IDLE=0 bench/compare.sh   # one knob
 #
 # Every server listens on loopback and lives in a scratch directory under /tmp. Postfix runs as
 # its own instance (`postfix -c DIR`, with its own main.cf, master.cf, queue and data
@@ -21,6 +22,12 @@ C_LAT=${C_LAT:-10}
 SIZE=${SIZE:-10240}           # octets per message
 ROUNDS=${ROUNDS:-2}           # alternations: postfix, passerelle, sink, postfix, …
 KEYS=${KEYS:-"ecdsa rsa"}     # certificate sets; every server uses the set's certificate
+SERVERS=${SERVERS:-"postfix passerelle sink"}  # which servers to measure, in this order
+K=${K:-1}                     # messages per client connection
+STORE=${STORE:-sqlite}        # Passerelle's store: sqlite (a file under the scratch
+                              # directory), postgres (a throwaway server from
+                              # scripts/postgres.sh), or tmpfs (SQLite in /dev/shm: a
+                              # diagnostic that removes the fsync's cost; not durable)
 IDLE=${IDLE:-5000}            # idle TLS sessions held on Passerelle and on the sink (0: skip)
 IDLE_POSTFIX=${IDLE_POSTFIX:-500}  # on Postfix: one smtpd process per session
 PER_DESTINATION=${PER_DESTINATION:-20}  # Passerelle queue.per_destination (Postfix's default
@@ -47,7 +54,7 @@ fi
 
 WORK=$(mktemp -d /tmp/passerelle-compare.XXXXXX)
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user and must reach their queue
-SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF=
+SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF= SHM=
 
 stop_pid() {
     local pid=$1
@@ -89,6 +96,8 @@ stop_servers() {
 cleanup() {
     stop_servers
     clamd_stop
+    pg_stop
+    [ -z "$SHM" ] || rm -rf "$SHM"
     if [ "$KEEP" = 1 ]; then
         log "scratch directory kept: $WORK"
     else
@@ -97,6 +106,7 @@ cleanup() {
 }
 
 . "$REPO/scripts/clamd.sh"
+. "$REPO/scripts/postgres.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 ulimit -n "$(ulimit -Hn)" # 5,000 idle sessions: descriptors for every server we start
@@ -168,6 +178,13 @@ sample_pss() {
         fi
         sleep 0.5
     done
+}
+
+# One counter of the sink's stats line (messages, connections, …).
+sink_field() {
+    local line
+    line=$( (exec 3<>"/dev/tcp/127.0.0.1/$SINK_STATS" && cat <&3) 2>/dev/null)
+    sed -E "s/.*$1=([0-9]+).*/\1/" <<<"$line"
 }
 
 hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -327,6 +344,15 @@ EOF
     wait_smtp "$PF_PORT" postfix
 }
 
+store_url() {
+    case $STORE in
+    sqlite) echo "sqlite://$WORK/passerelle/passerelle.db" ;;
+    tmpfs) echo "sqlite://$SHM/passerelle.db" ;;
+    postgres) echo "$DATABASE_URL" ;;
+    *) log "unknown STORE=$STORE"; exit 1 ;;
+    esac
+}
+
 # Passerelle with the equivalent policy: example.test relayed to the sink with TLS required,
 # the local stages (limits, virus with clamd, spam), the durable embedded SQLite store.
 start_passerelle() {
@@ -371,7 +397,7 @@ clamd = "$CLAMD_ADDRESS"
 per_destination = $PER_DESTINATION
 
 [store]
-url = "sqlite://$ps/passerelle.db"
+url = "$(store_url)"
 
 [admin]
 listen = "127.0.0.1:$PS_ADMIN"
@@ -411,8 +437,11 @@ run() {
     t0=$(family_ticks "$pid")
     k0=$(proc_ticks "$CLAMD_PID")
     s0=$(proc_ticks "$SINK_PID")
-    out=$("$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n "$n" -c "$c" --size "$SIZE" \
-        "${e2e[@]}")
+    local c0 c1
+    c0=$(sink_field connections)
+    out=$("$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n "$n" -c "$c" -k "$K" \
+        --size "$SIZE" "${e2e[@]}")
+    c1=$(sink_field connections)
     t1=$(family_ticks "$pid")
     k1=$(proc_ticks "$CLAMD_PID")
     s1=$(proc_ticks "$SINK_PID")
@@ -435,6 +464,7 @@ run() {
     local per=$((accepted > 0 ? accepted : 1))
     R[$key,$server,$load,cpu_ms,$round]=$(awk -v t=$((t1 - t0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     R[$key,$server,$load,clamd_ms,$round]=$(awk -v t=$((k1 - k0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
+    R[$key,$server,$load,conn,$round]=$(awk -v c=$((c1 - c0)) -v n=$per 'BEGIN {printf "%.3f", c / n}')
     R[$key,$server,$load,sink_ms,$round]=$(awk -v t=$((s1 - s0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     if [ -n "$perf_pid" ]; then
         perf script -i "$perf_data" -F comm,tid,ip,sym 2>/dev/null |
@@ -480,11 +510,22 @@ idle() {
     sleep 3 # let the server close them
 }
 
+# The sink always (it is the next hop), then the servers being measured.
+start_servers() {
+    start_sink "$1"
+    case " $SERVERS " in *" postfix "*) start_postfix "$1" ;; esac
+    case " $SERVERS " in *" passerelle "*) start_passerelle "$1" ;; esac
+}
+
 # --- the run -------------------------------------------------------------------------------------
 
 ensure_postfix
 build
 clamd_start
+case $STORE in
+postgres) [ -n "${DATABASE_URL:-}" ] || pg_start ;;
+tmpfs) SHM=$(mktemp -d /dev/shm/passerelle-bench.XXXXXX) ;;
+esac
 SINK_PORT=$(free_port) SINK_STATS=$(free_port) PF_PORT=$(free_port) PS_PORT=$(free_port)
 PS_ADMIN=$(free_port)
 log "scratch directory $WORK; load: $N messages at $C connections, $N_LAT at $C_LAT; $SIZE octets"
@@ -493,35 +534,35 @@ log "other load on the machine now: $(cut -d' ' -f1-3 /proc/loadavg)"
 first=1
 for key in $KEYS; do
     make_certs "$key"
-    start_sink "$key"
-    start_postfix "$key"
-    start_passerelle "$key"
+    start_servers "$key"
     # Warm-up: processes forked, caches and the SQLite file created.
-    for server in postfix passerelle sink; do
+    for server in $SERVERS; do
         "$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n 200 -c 10 --size "$SIZE" \
             --sink-stats "127.0.0.1:$SINK_STATS" >/dev/null
     done
     for round in $(seq 1 "$ROUNDS"); do
         for load in tput lat; do
-            for server in postfix passerelle sink; do
+            for server in $SERVERS; do
                 run "$key" "$server" "$load" "$round"
                 sleep 1
             done
         done
     done
-    R[$key,passerelle,hwm_kb]=$(hwm "$PASSERELLE_PID")
+    [ -z "$PASSERELLE_PID" ] || R[$key,passerelle,hwm_kb]=$(hwm "$PASSERELLE_PID")
     R[$key,sink,hwm_kb]=$(hwm "$SINK_PID")
     R[$key,clamd,hwm_kb]=$(hwm "$CLAMD_PID")
     if [ "$first" = 1 ] && [ "$IDLE" -gt 0 ]; then
         # Fresh servers: memory freed after the loads would hide what idle sessions take.
         stop_servers
-        start_sink "$key"
-        start_postfix "$key"
-        start_passerelle "$key"
+        start_servers "$key"
         sleep 2
-        idle passerelle "$IDLE" "$key"
-        idle sink "$IDLE" "$key"
-        idle postfix "$IDLE_POSTFIX" "$key"
+        for server in $SERVERS; do
+            if [ "$server" = postfix ]; then
+                idle postfix "$IDLE_POSTFIX" "$key"
+            else
+                idle "$server" "$IDLE" "$key"
+            fi
+        done
     fi
     first=0
     stop_servers
@@ -531,15 +572,16 @@ done
 
 echo
 echo "Passerelle vs Postfix vs bare sink: $N messages of $SIZE octets at $C connections (throughput),"
-echo "$N_LAT at $C_LAT (latency), one message per connection, STARTTLS, TLS 1.3; mean of $ROUNDS"
-echo "alternated rounds. CPU ms/msg: the server's processes, delivery to the sink included."
+echo "$N_LAT at $C_LAT (latency), $K message(s) per connection, STARTTLS, TLS 1.3; Passerelle's"
+echo "store: $STORE; mean of $ROUNDS alternated rounds. CPU ms/msg: the server's processes, delivery"
+echo "to the sink included. out conn/msg: connections the relay opened to the sink per message."
 for key in $KEYS; do
     echo
     echo "== $key certificates =="
-    printf '%-11s %10s %9s %11s %11s %9s %9s %10s %11s\n' server "accepted/s" "e2e/s" \
-        "CPU ms/msg" "clamd ms" "p50 ms" "p99 ms" "rate@$C_LAT" "client ms"
-    for server in postfix passerelle sink; do
-        printf '%-11s %10s %9s %11s %11s %9s %9s %10s %11s\n' "$server" \
+    printf '%-11s %10s %9s %11s %9s %9s %9s %10s %13s %10s\n' server "accepted/s" "e2e/s" \
+        "CPU ms/msg" "clamd ms" "p50 ms" "p99 ms" "rate@$C_LAT" "out conn/msg" "client ms"
+    for server in $SERVERS; do
+        printf '%-11s %10s %9s %11s %9s %9s %9s %10s %13s %10s\n' "$server" \
             "$(mean "$key" "$server" tput rate)" \
             "$(mean "$key" "$server" tput e2e_rate)" \
             "$(mean "$key" "$server" tput cpu_ms)" \
@@ -547,6 +589,7 @@ for key in $KEYS; do
             "$(mean "$key" "$server" lat p50_ms)" \
             "$(mean "$key" "$server" lat p99_ms)" \
             "$(mean "$key" "$server" lat rate)" \
+            "$([ "$server" = sink ] && echo - || mean "$key" "$server" tput conn)" \
             "$(awk -v s="$(mean "$key" "$server" tput client_cpu_s)" -v n="$N" 'BEGIN {printf "%.3f", s * 1000 / n}')"
     done
     pf_rate=$(mean "$key" postfix tput rate) ps_rate=$(mean "$key" passerelle tput rate)
@@ -565,12 +608,11 @@ for key in $KEYS; do
         "Passerelle $((${R[$key,passerelle,peak_pss]:-0} / 1024)) MiB" \
         "(VmHWM $((${R[$key,passerelle,hwm_kb]:-0} / 1024)) MiB)," \
         "sink $((${R[$key,sink,peak_pss]:-0} / 1024)) MiB; clamd VmHWM $((${R[$key,clamd,hwm_kb]:-0} / 1024)) MiB"
-    if [ -n "${R[$key,passerelle,idle_kib]:-}" ]; then
-        echo "idle TLS sessions (PSS added per session): Passerelle ${R[$key,passerelle,idle_kib]} KiB" \
-            "(${R[$key,passerelle,idle_n]} sessions, target ≤ 64), sink ${R[$key,sink,idle_kib]} KiB" \
-            "(${R[$key,sink,idle_n]}), Postfix ${R[$key,postfix,idle_kib]} KiB" \
-            "(${R[$key,postfix,idle_n]} sessions, a process each)"
-    fi
+    for server in $SERVERS; do
+        [ -n "${R[$key,$server,idle_kib]:-}" ] || continue
+        echo "idle TLS sessions, PSS added per session: $server ${R[$key,$server,idle_kib]} KiB" \
+            "(${R[$key,$server,idle_n]} sessions$([ "$server" = postfix ] && echo ", a process each")$([ "$server" = passerelle ] && echo "; target ≤ 64 KiB"))"
+    done
     if [ -s "$WORK/phases-$key.txt" ]; then
         echo "where Passerelle's CPU goes (perf, first throughput run; perf's own cost inflates the total):"
         cat "$WORK/phases-$key.txt"

@@ -18,7 +18,7 @@ pub struct SinkArgs {
     #[arg(long, default_value = "127.0.0.1:2526")]
     pub listen: String,
     /// Where to serve the counter: each connection gets one line
-    /// `messages=N recipients=N bytes=N`.
+    /// `messages=N recipients=N bytes=N connections=N`.
     #[arg(long, default_value = "127.0.0.1:2527")]
     pub stats: String,
     /// Our name in the greeting and the generated certificate.
@@ -61,6 +61,7 @@ pub async fn run(args: SinkArgs) -> Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        counter.connections.fetch_add(1, Ordering::Relaxed);
         let (acceptor, counter, hostname) = (acceptor.clone(), counter.clone(), hostname.clone());
         tokio::spawn(async move {
             let _ = session(stream, acceptor, &counter, &hostname).await;

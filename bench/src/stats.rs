@@ -91,15 +91,18 @@ pub struct Counter {
     pub messages: AtomicU64,
     pub recipients: AtomicU64,
     pub bytes: AtomicU64,
+    /// Connections accepted: messages per connection shows a relay's connection reuse.
+    pub connections: AtomicU64,
 }
 
 impl Counter {
     pub fn line(&self) -> String {
         format!(
-            "messages={} recipients={} bytes={}\n",
+            "messages={} recipients={} bytes={} connections={}\n",
             self.messages.load(Ordering::Relaxed),
             self.recipients.load(Ordering::Relaxed),
-            self.bytes.load(Ordering::Relaxed)
+            self.bytes.load(Ordering::Relaxed),
+            self.connections.load(Ordering::Relaxed)
         )
     }
 }
