@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod delivery;
+pub mod group;
 pub mod notice;
 pub mod pool;
 pub mod retry;

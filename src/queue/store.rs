@@ -80,12 +80,43 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert(&mut tx, rec, m, now).await?;
-        if let Some(n) = notice {
-            queue_notice(&mut tx, rec, &m.id, n, now).await?;
-        }
+        insert_with(&mut tx, rec, m, notice, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The same, taking the message: on SQLite it is committed together with the other
+    /// acceptances waiting at that moment (`group.rs`). When this returns Ok, it is on disk.
+    pub async fn accept(
+        &self,
+        rec: &Recorder,
+        message: NewMessage,
+        notice: Option<NewMessage>,
+        now: i64,
+    ) -> Result<()> {
+        if self.backend != Backend::Sqlite {
+            return self.enqueue_with(rec, &message, notice.as_ref(), now).await;
+        }
+        let group = self.group.get_or_init(|| {
+            let mut alone = self.clone();
+            alone.group = Default::default();
+            super::group::start(alone)
+        });
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job = super::group::Job {
+            rec: rec.clone(),
+            message,
+            notice,
+            now,
+            done,
+        };
+        group
+            .send(job)
+            .await
+            .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?;
+        result
+            .await
+            .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?
     }
 
     /// A message refused at the end of DATA: nothing is kept but its events (the client was told
@@ -302,6 +333,21 @@ impl Store {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A message and, if any, the notice about it, inside the caller's transaction.
+pub(super) async fn insert_with(
+    tx: &mut Transaction<'_, Any>,
+    rec: &Recorder,
+    m: &NewMessage,
+    notice: Option<&NewMessage>,
+    now: i64,
+) -> Result<()> {
+    insert(tx, rec, m, now).await?;
+    if let Some(n) = notice {
+        queue_notice(tx, rec, &m.id, n, now).await?;
+    }
+    Ok(())
 }
 
 /// Queues a notice and records on the original message that it was sent.

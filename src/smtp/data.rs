@@ -338,11 +338,7 @@ impl Session {
         } else {
             None
         };
-        match ctx
-            .store
-            .enqueue_with(&ctx.recorder, &new, notice.as_ref(), now_ms())
-            .await
-        {
+        match ctx.store.accept(&ctx.recorder, new, notice, now_ms()).await {
             Ok(()) => {
                 ctx.queue_notify.notify_one();
                 self.accepted.push(id.clone());

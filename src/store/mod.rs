@@ -28,6 +28,9 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
+    /// SQLite only: the task that commits concurrent acceptances together (`queue/group.rs`),
+    /// started at the first one.
+    pub(crate) group: std::sync::Arc<std::sync::OnceLock<crate::queue::group::Sender>>,
 }
 
 /// Unix time in milliseconds: how every time is kept in the store.
@@ -136,7 +139,11 @@ impl Store {
             .connect(&url)
             .await
             .with_context(|| format!("connecting to the store {}", redact(&url)))?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            group: Default::default(),
+        })
     }
 
     fn migrations(&self) -> &'static [(i64, &'static str, &'static str)] {
