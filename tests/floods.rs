@@ -218,7 +218,11 @@ async fn resources_return_to_baseline() {
     let pid = pid(&d);
     send_one(&cfg, &d, "127.0.0.3").await;
     sink.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::eventually("the first session closed", || async {
+        let (_, m) = get(d.admin, "/metrics").await;
+        (metric(&m, "passerelle_connections_open ") == 0.0).then_some(())
+    })
+    .await;
     let baseline = resources(pid);
 
     let mut tasks = Vec::new();

@@ -120,8 +120,9 @@ impl Store {
                 deleted_ids.push((direction.clone(), id.clone()));
             }
         }
+        let reasons = self.deletion_reasons(since_ms).await?;
         for (direction, id) in deleted_ids {
-            let reason = self.deletion_reason(&id).await?;
+            let reason = reasons.get(&id).cloned().unwrap_or_else(|| "policy".into());
             let figures = report.directions.entry(direction).or_default();
             *figures.deleted.entry(reason).or_default() += 1;
         }
@@ -199,30 +200,34 @@ impl Store {
         Ok(out)
     }
 
-    /// Why a message whose recipients were all deleted was deleted: an administrator's
-    /// `deleted` event, or the stage that decided it at acceptance.
-    async fn deletion_reason(&self, id: &str) -> Result<String> {
-        let admin = sqlx::query(
-            "SELECT COUNT(*) AS n FROM events WHERE message_id = $1 AND kind = 'deleted'",
+    /// Why each message whose recipients were all deleted was deleted: an administrator's
+    /// `deleted` event, or else the stage that decided it at acceptance. One query for all.
+    async fn deletion_reasons(&self, since: i64) -> Result<HashMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT e.message_id, e.kind, e.detail FROM events e JOIN messages m \
+             ON m.id = e.message_id WHERE m.received_at >= $1 \
+             AND e.kind IN ('received', 'deleted') AND NOT EXISTS (SELECT 1 FROM recipients r \
+             WHERE r.message_id = m.id AND r.status <> 'deleted')",
         )
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?
-        .try_get::<i64, _>("n")?;
-        if admin > 0 {
-            return Ok("administrator".into());
-        }
-        let detail = sqlx::query(
-            "SELECT detail FROM events WHERE message_id = $1 AND kind = 'received' LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
+        .bind(since)
+        .fetch_all(&self.pool)
         .await?;
-        let stage = detail
-            .and_then(|r| r.try_get::<String, _>("detail").ok())
-            .and_then(|d| serde_json::from_str::<Value>(&d).ok())
-            .and_then(|d| d["decided_by"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "policy".into());
-        Ok(stage)
+        let mut reasons = HashMap::new();
+        for r in &rows {
+            let id: String = r.try_get("message_id")?;
+            if r.try_get::<String, _>("kind")? == "deleted" {
+                reasons.insert(id, "administrator".to_owned());
+                continue;
+            }
+            let stage = r
+                .try_get::<String, _>("detail")
+                .ok()
+                .and_then(|d| serde_json::from_str::<Value>(&d).ok())
+                .and_then(|d| d["decided_by"].as_str().map(str::to_owned));
+            if let Some(stage) = stage {
+                reasons.entry(id).or_insert(stage);
+            }
+        }
+        Ok(reasons)
     }
 }
