@@ -102,6 +102,20 @@ impl TestLdap {
             unsafe {
                 libc::kill(child.id() as i32, sig);
             }
+            // kill() returns before every thread has stopped: wait until the kernel says so, or
+            // a request sent at once may still be answered.
+            let stopped = || {
+                std::fs::read_to_string(format!("/proc/{}/stat", child.id()))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('T')))
+                    .unwrap_or(false)
+            };
+            for _ in 0..200 {
+                if stopped() == frozen {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 
