@@ -195,6 +195,11 @@ postfix_master() {
     [ -r "$pidfile" ] && tr -d ' \n' <"$pidfile" || true
 }
 
+# The PostgreSQL server Passerelle's store runs on, when this script started it.
+postmaster() {
+    [ "$STORE" = postgres ] && [ -n "${PG_DIR:-}" ] && head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true
+}
+
 # The process family measured for each server.
 server_pid() {
     case $1 in
@@ -436,6 +441,8 @@ run() {
     fi
     t0=$(family_ticks "$pid")
     k0=$(proc_ticks "$CLAMD_PID")
+    local p0 p1
+    p0=$(family_ticks "$(postmaster)")
     s0=$(proc_ticks "$SINK_PID")
     local c0 c1
     c0=$(sink_field connections)
@@ -444,6 +451,7 @@ run() {
     c1=$(sink_field connections)
     t1=$(family_ticks "$pid")
     k1=$(proc_ticks "$CLAMD_PID")
+    p1=$(family_ticks "$(postmaster)")
     s1=$(proc_ticks "$SINK_PID")
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
@@ -464,6 +472,7 @@ run() {
     local per=$((accepted > 0 ? accepted : 1))
     R[$key,$server,$load,cpu_ms,$round]=$(awk -v t=$((t1 - t0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     R[$key,$server,$load,clamd_ms,$round]=$(awk -v t=$((k1 - k0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
+    R[$key,$server,$load,pg_ms,$round]=$(awk -v t=$((p1 - p0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     R[$key,$server,$load,conn,$round]=$(awk -v c=$((c1 - c0)) -v n=$per 'BEGIN {printf "%.3f", c / n}')
     R[$key,$server,$load,sink_ms,$round]=$(awk -v t=$((s1 - s0)) -v n=$per -v hz="$TICK" 'BEGIN {printf "%.3f", t * 1000 / hz / n}')
     if [ -n "$perf_pid" ]; then
@@ -613,6 +622,10 @@ for key in $KEYS; do
         echo "idle TLS sessions, PSS added per session: $server ${R[$key,$server,idle_kib]} KiB" \
             "(${R[$key,$server,idle_n]} sessions$([ "$server" = postfix ] && echo ", a process each")$([ "$server" = passerelle ] && echo "; target ≤ 64 KiB"))"
     done
+    if [ "$STORE" = postgres ]; then
+        echo "PostgreSQL's processes (Passerelle's store, not in its CPU ms/msg):" \
+            "$(mean "$key" passerelle tput pg_ms) ms/msg at $C connections"
+    fi
     if [ -s "$WORK/phases-$key.txt" ]; then
         echo "where Passerelle's CPU goes (perf, first throughput run; perf's own cost inflates the total):"
         cat "$WORK/phases-$key.txt"
