@@ -195,14 +195,34 @@ impl Store {
 
     /// The earliest time a recipient becomes due, to know how long the scheduler may sleep.
     pub async fn next_due(&self) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at \
-                        THEN lease_until ELSE next_attempt_at END) AS due \
-             FROM recipients WHERE status IN ('queued', 'deferred')",
+        // Three small reads, each served by an index, rather than one MIN over the whole queue
+        // (a million deferred recipients made that a 170 ms scan at every idle turn).
+        let mut due: Option<i64> = None;
+        for status in ["queued", "deferred"] {
+            let first = sqlx::query(
+                "SELECT next_attempt_at FROM recipients WHERE status = $1 \
+                 AND lease_until IS NULL ORDER BY next_attempt_at LIMIT 1",
+            )
+            .bind(status)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(r) = first {
+                let at: i64 = r.try_get("next_attempt_at")?;
+                due = Some(due.map_or(at, |d| d.min(at)));
+            }
+        }
+        // Leased ones are due again when their lease runs out (a node that died), if later.
+        let leased = sqlx::query(
+            "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until \
+                        ELSE next_attempt_at END) AS due \
+             FROM recipients WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')",
         )
         .fetch_one(&self.pool)
         .await?;
-        Ok(row.try_get::<Option<i64>, _>("due")?)
+        if let Some(at) = leased.try_get::<Option<i64>, _>("due")? {
+            due = Some(due.map_or(at, |d| d.min(at)));
+        }
+        Ok(due)
     }
 
     pub async fn queued(&self, message_id: &str) -> Result<Option<Queued>> {
@@ -277,30 +297,43 @@ impl Store {
 
     /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
     pub async fn extend_lease(&self, owner: &str, ids: &[i64], until: i64) -> Result<()> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE recipients SET lease_until = $1 WHERE id = $2 AND lease_owner = $3",
-            )
-            .bind(until)
-            .bind(id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
+        self.update_leases("lease_until = $2", owner, Some(until), ids)
+            .await
     }
 
     /// Gives back the leases on these recipients (claimed, but not started: no free slot).
     pub async fn release_ids(&self, owner: &str, ids: &[i64]) -> Result<()> {
-        for id in ids {
-            sqlx::query(
-                "UPDATE recipients SET lease_owner = NULL, lease_until = NULL \
-                 WHERE id = $1 AND lease_owner = $2",
-            )
-            .bind(id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        self.update_leases("lease_owner = NULL, lease_until = NULL", owner, None, ids)
+            .await
+    }
+
+    /// One statement per few hundred recipients, not one per recipient: the scheduler gives
+    /// back most of a claim when its destinations are busy.
+    async fn update_leases(
+        &self,
+        set: &'static str,
+        owner: &str,
+        until: Option<i64>,
+        ids: &[i64],
+    ) -> Result<()> {
+        let first = if until.is_some() { 3 } else { 2 };
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len())
+                .map(|i| format!("${}", i + first))
+                .collect();
+            // Built from constants and placeholders only.
+            let sql = format!(
+                "UPDATE recipients SET {set} WHERE lease_owner = $1 AND id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner);
+            if let Some(u) = until {
+                q = q.bind(u);
+            }
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.execute(&self.pool).await?;
         }
         Ok(())
     }

@@ -68,6 +68,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "trace",
         include_str!("../../migrations/sqlite/0005_trace.sql"),
     ),
+    (
+        6,
+        "leases",
+        include_str!("../../migrations/sqlite/0006_leases.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -94,6 +99,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "trace",
         include_str!("../../migrations/postgres/0005_trace.sql"),
+    ),
+    (
+        6,
+        "leases",
+        include_str!("../../migrations/postgres/0006_leases.sql"),
     ),
 ];
 
