@@ -215,11 +215,13 @@ async fn signed_bounces_reach_the_sender(backend: Backend) {
             "{id}"
         );
     }
-    assert!(
+    support::eventually("the real bounce's delivery recorded", || async {
         kinds(&w.d, &real)
             .iter()
             .any(|e| e["kind"] == "delivered" || e["kind"] == "attempt")
-    );
+            .then_some(())
+    })
+    .await;
     assert_eq!(
         w.home.received().len(),
         1,
