@@ -227,28 +227,9 @@ fn command(line: &[u8], rules: &RelayRules, authorised: bool, user: Option<&str>
     }
 }
 
-/// The argument checks of `Session::mail` (`mail.rs`), in its order.
+/// The argument checks of `Session::mail`: the same function (`mail.rs`).
 fn mail(from: &MailFrom<Cow<'_, str>>, user: Option<&str>) -> Reply {
-    if from.size > MAX_MESSAGE {
-        return reply::too_big(MAX_MESSAGE);
-    }
-    let address = from.address.trim();
-    if !address.is_empty() {
-        let ok = envelope::split(address).is_some_and(|(local, domain)| {
-            !local.contains(['"', ' ', '\\']) && envelope::is_domain(&domain)
-        });
-        if !ok || address.len() > 254 {
-            return reply::bad_sender();
-        }
-    }
-    if let Some(user) = user {
-        let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-        let sender = envelope::split(address).map(|(_, d)| d);
-        if own.is_none() || own != sender {
-            return Reply::new(553, "5.7.1", format!("{user} may not send as <{address}>"));
-        }
-    }
-    reply::sender_ok()
+    crate::smtp::mail::check_sender(from, MAX_MESSAGE, user).unwrap_or_else(reply::sender_ok)
 }
 
 /// The argument handling of `Session::rcpt` (`rcpt.rs`): the raw argument, the signed return

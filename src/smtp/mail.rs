@@ -19,29 +19,14 @@ impl Session {
             return reply::sending_too_fast();
         }
         let max = self.ctx.config.session.max_message_size;
-        if from.size > max {
-            return reply::too_big(max);
+        let must_match = self
+            .user
+            .as_deref()
+            .filter(|_| self.ctx.config.relay.sender_must_match);
+        if let Some(refusal) = check_sender(&from, max, must_match) {
+            return refusal;
         }
         let address = from.address.trim();
-        if !address.is_empty() {
-            let ok = envelope::split(address).is_some_and(|(local, domain)| {
-                !local.contains(['"', ' ', '\\']) && envelope::is_domain(&domain)
-            });
-            if !ok || address.len() > 254 {
-                return reply::bad_sender();
-            }
-        }
-        if let Some(user) = self
-            .user
-            .as_ref()
-            .filter(|_| self.ctx.config.relay.sender_must_match)
-        {
-            let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
-            let sender = envelope::split(address).map(|(_, d)| d);
-            if own.is_none() || own != sender {
-                return Reply::new(553, "5.7.1", format!("{user} may not send as <{address}>"));
-            }
-        }
         self.tx = Some(Transaction {
             mail_from: address.to_owned(),
             ..Default::default()
@@ -60,4 +45,30 @@ impl Session {
             _ => reply::sender_ok(),
         }
     }
+}
+
+/// The checks of MAIL FROM's argument, in order: the declared size, the address's syntax, and
+/// (for a user under `relay.sender_must_match`) its domain. None: acceptable.
+pub(crate) fn check_sender(
+    from: &MailFrom<Cow<'_, str>>,
+    max_size: usize,
+    must_match: Option<&str>,
+) -> Option<Reply> {
+    if from.size > max_size {
+        return Some(reply::too_big(max_size));
+    }
+    let address = from.address.trim();
+    if !address.is_empty() {
+        let ok = envelope::split(address).is_some_and(|(local, domain)| {
+            !local.contains(['"', ' ', '\\']) && envelope::is_domain(&domain)
+        });
+        if !ok || address.len() > 254 {
+            return Some(reply::bad_sender());
+        }
+    }
+    let user = must_match?;
+    let own = user.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    let sender = envelope::split(address).map(|(_, d)| d);
+    (own.is_none() || own != sender)
+        .then(|| Reply::new(553, "5.7.1", format!("{user} may not send as <{address}>")))
 }

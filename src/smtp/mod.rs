@@ -5,7 +5,7 @@ pub mod connection;
 pub mod data;
 mod ehlo;
 pub mod listener;
-mod mail;
+pub(crate) mod mail;
 pub mod rate;
 mod rcpt;
 pub mod reply;
