@@ -25,21 +25,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use zip::write::SimpleFileOptions;
 
-/// clamd's address from scripts/clamd.sh, or None (the test is then skipped with a note,
-/// unless PASSERELLE_REQUIRE_CLAMD=1).
-fn clamd() -> Option<String> {
-    match std::env::var("CLAMD_ADDRESS") {
-        Ok(a) if !a.is_empty() => Some(a),
-        _ => {
-            assert!(
-                std::env::var("PASSERELLE_REQUIRE_CLAMD").is_err(),
-                "PASSERELLE_REQUIRE_CLAMD is set but CLAMD_ADDRESS is not"
-            );
-            eprintln!("CLAMD_ADDRESS is not set: hostile MIME test skipped (scripts/test runs it)");
-            None
-        }
-    }
-}
+use support::clamd;
 
 /// The longest the test waits for the reply to the end of DATA: three stages, each bounded by
 /// `stage_timeout`, and room to spare. (support::Client gives up after 30 s.)

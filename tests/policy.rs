@@ -10,21 +10,7 @@ use support::{Backend, Client, Daemon, Sink, TestConfig, TestDns};
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 const EICAR: &str = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
-/// clamd's address from scripts/clamd.sh, or None (the test is then skipped with a note,
-/// unless PASSERELLE_REQUIRE_CLAMD=1).
-fn clamd() -> Option<String> {
-    match std::env::var("CLAMD_ADDRESS") {
-        Ok(a) if !a.is_empty() => Some(a),
-        _ => {
-            assert!(
-                std::env::var("PASSERELLE_REQUIRE_CLAMD").is_err(),
-                "PASSERELLE_REQUIRE_CLAMD is set but CLAMD_ADDRESS is not"
-            );
-            eprintln!("CLAMD_ADDRESS is not set: virus test skipped (scripts/test runs it)");
-            None
-        }
-    }
-}
+use support::clamd;
 
 struct World {
     cfg: TestConfig,

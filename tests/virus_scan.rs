@@ -3,6 +3,8 @@
 //! socket). Without `CLAMD_ADDRESS` the clamd tests are skipped with a note, unless
 //! `PASSERELLE_REQUIRE_CLAMD=1`, where a missing clamd is a failure. The error tests need no clamd.
 
+mod support;
+
 use mail_builder::MessageBuilder;
 use mail_parser::{MessageParser, MimeHeaders};
 use passerelle::policy::virus::{ScanError, Scanner, Verdict, VirusConfig};
@@ -14,20 +16,7 @@ const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TES
 const PDF: &[u8] =
     b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
 
-/// clamd's address, or `None` (with a note) when the clamd tests should be skipped.
-fn clamd() -> Option<String> {
-    if let Ok(address) = std::env::var("CLAMD_ADDRESS")
-        && !address.is_empty()
-    {
-        return Some(address);
-    }
-    assert!(
-        std::env::var("PASSERELLE_REQUIRE_CLAMD").is_err(),
-        "PASSERELLE_REQUIRE_CLAMD is set but CLAMD_ADDRESS is not (. scripts/clamd.sh && clamd_start)"
-    );
-    eprintln!("CLAMD_ADDRESS is not set: clamd test skipped (scripts/clamd.sh starts one)");
-    None
-}
+use support::clamd;
 
 fn scanner(address: &str, timeout: Duration) -> Scanner {
     Scanner::new(&VirusConfig {

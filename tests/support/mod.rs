@@ -67,3 +67,19 @@ macro_rules! on_both_stores {
 pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// clamd's address from scripts/clamd.sh, or None with a note (the test is then skipped),
+/// unless `PASSERELLE_REQUIRE_CLAMD=1` (set by `scripts/test`), where a missing clamd is a failure.
+pub fn clamd() -> Option<String> {
+    if let Ok(address) = std::env::var("CLAMD_ADDRESS")
+        && !address.is_empty()
+    {
+        return Some(address);
+    }
+    assert!(
+        std::env::var("PASSERELLE_REQUIRE_CLAMD").is_err(),
+        "PASSERELLE_REQUIRE_CLAMD is set but CLAMD_ADDRESS is not (. scripts/clamd.sh && clamd_start)"
+    );
+    eprintln!("CLAMD_ADDRESS is not set: clamd test skipped (scripts/test starts one)");
+    None
+}
