@@ -115,7 +115,7 @@ pub async fn serve(config: Config) -> Result<()> {
         },
         store,
         queue_notify: Notify::new(),
-        pool: Default::default(),
+        pool: crate::queue::pool::Pool::new(config.queue.per_destination),
         auth_failures: Default::default(),
         message_rate: crate::smtp::rate::RateLimit::new(config.session.max_message_rate_per_ip),
         dkim: crate::dkim::Signers::load(&config.dkim)?,

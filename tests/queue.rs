@@ -199,10 +199,10 @@ async fn queue_operations(backend: Backend) {
     let got = sink.wait_for(2).await;
     assert_eq!(got[1].rcpts, ["bob@example.test"]);
 
-    let e = send(&d, &cfg, "alice@client.test", &["erin@example.test"]).await;
     sink.script()
         .rcpt
         .insert("erin@example.test".into(), "451 4.3.0 later".into());
+    let e = send(&d, &cfg, "alice@client.test", &["erin@example.test"]).await;
     wait_event(&d, &e, "deferred").await;
     let out = d.cli(&["queue", "bounce", &e]);
     assert!(

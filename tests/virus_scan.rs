@@ -203,15 +203,22 @@ async fn virus_in_the_text_body_is_uncleanable() {
     assert_eq!(report.findings[0].part, "1");
     assert_eq!(report.findings[0].filename, None);
 
-    // And as the only part of a single-part message.
-    let raw = MessageBuilder::new()
-        .from("ann@example.org")
-        .to("bob@example.net")
-        .subject("hi")
-        .text_body(body)
-        .write_to_vec()
-        .unwrap();
-    let report = scanner.scan(&raw).await.unwrap();
+    // As the only part of a single-part message, sent as it is: one scan of the whole message
+    // reads the body's bytes, and finds it there.
+    let raw = format!("From: ann@example.org\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\n{body}");
+    let report = scanner.scan(raw.as_bytes()).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+    assert_eq!(report.findings.len(), 1, "{report:?}");
+    assert_eq!(report.findings[0].part, "", "found in the whole message");
+
+    // Base64-encoded, the body is decoded and scanned on its own.
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&body);
+    let raw = format!(
+        "From: ann@example.org\r\nSubject: hi\r\nContent-Type: text/plain\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n"
+    );
+    let report = scanner.scan(raw.as_bytes()).await.unwrap();
     assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
     assert_eq!(report.findings[0].part, "1");
 }

@@ -41,7 +41,7 @@ impl Store {
     /// Adds an address, or sets the name of one already there (when `name` is given). True when
     /// it was added.
     pub async fn directory_add(&self, address: &str, name: Option<&str>) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let added = upsert(&mut tx, address, name, now_ms()).await?;
         tx.commit().await?;
         Ok(added)
@@ -51,7 +51,7 @@ impl Store {
     /// person has left). Returns whether it was in the directory table, and how many
     /// delegations went with it.
     pub async fn directory_remove(&self, address: &str) -> Result<(bool, u64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let removed = remove(&mut tx, address).await?;
         tx.commit().await?;
         Ok(removed)
@@ -94,15 +94,15 @@ impl Store {
     pub async fn directory_import(&self, file: &Parsed, replace: bool) -> Result<Imported> {
         let now = now_ms();
         let mut done = Imported::default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         if replace {
             let keep: HashSet<&str> = file.lines.iter().map(|l| l.address.as_str()).collect();
             let mut gone: Vec<String> = sqlx::query_scalar("SELECT address FROM directory")
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
             let delegating: Vec<String> =
                 sqlx::query_scalar("SELECT DISTINCT address FROM delegations")
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut **tx)
                     .await?;
             gone.extend(delegating);
             gone.sort();
@@ -126,7 +126,7 @@ impl Store {
             if file.has_delegates {
                 sqlx::query("DELETE FROM delegations WHERE address = $1")
                     .bind(&line.address)
-                    .execute(&mut *tx)
+                    .execute(&mut **tx)
                     .await?;
                 for d in &line.delegates {
                     add_delegation(&mut tx, &line.address, d, now).await?;
@@ -140,7 +140,7 @@ impl Store {
 
     /// `delegate` receives a copy of what arrives for `address`. False when it already did.
     pub async fn delegation_add(&self, address: &str, delegate: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let added = add_delegation(&mut tx, address, delegate, now_ms()).await?;
         tx.commit().await?;
         Ok(added)

@@ -129,6 +129,7 @@ impl Store {
     ) -> Result<f64> {
         let now = now_ms();
         let total = self.reputation(ip, half_life).await? + points;
+        let _turn = self.turn().await;
         sqlx::query(
             "INSERT INTO reputation (ip, points, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (ip) DO UPDATE SET points = $2, updated_at = $3",

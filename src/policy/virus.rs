@@ -232,7 +232,13 @@ impl Scanner {
             findings: Vec::new(),
             unscanned_encrypted: walk.encrypted,
         };
-        if !parsed_ok || walk.truncated {
+        // A one-part text message without transfer encoding: its only leaf is bytes of the raw
+        // message as they stand, so the whole-message scan reads them already, and a finding
+        // there deletes the message as the leaf's would (a body cannot be cleaned). One clamd
+        // scan instead of two for the commonest message there is.
+        let body_as_sent =
+            matches!(&walk.leaves[..], [leaf] if leaf.unit.is_none() && leaf.verbatim);
+        if !parsed_ok || walk.truncated || body_as_sent {
             return self.scan_whole(raw, report, deadline).await;
         }
 
@@ -458,6 +464,8 @@ pub(crate) struct Leaf<'m> {
     filename: Option<String>,
     /// The content as sent to clamd: transfer-decoded, not charset-converted.
     data: Cow<'m, [u8]>,
+    /// `data` is the raw bytes as they stand in the message (text, no transfer encoding).
+    verbatim: bool,
     /// What removing this leaf rewrites; `None` when the leaf is (part of) the message body.
     pub(crate) unit: Option<Unit>,
 }
@@ -481,6 +489,7 @@ impl Walk<'_> {
                     path: l.path,
                     filename: l.filename,
                     data: Cow::Owned(l.data.into_owned()),
+                    verbatim: l.verbatim,
                     unit: l.unit,
                 })
                 .collect(),
@@ -588,7 +597,7 @@ pub(crate) fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
                     Place::Inside(unit) => Some(unit.clone()),
                 };
                 let filename = part.attachment_name().map(str::to_string);
-                let data = decoded(v.message, part);
+                let (data, verbatim) = decoded(v.message, part);
                 if is_encrypted(part, filename.as_deref(), &data, v.in_encrypted) {
                     out.encrypted
                         .push(filename.clone().unwrap_or_else(|| path.clone()));
@@ -597,6 +606,7 @@ pub(crate) fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
                     path,
                     filename,
                     data,
+                    verbatim,
                     unit,
                 });
             }
@@ -633,21 +643,25 @@ fn is_type(part: &MessagePart<'_>, ctype: &str, subtype: &str) -> bool {
 }
 
 /// The part's content as clamd should see it. mail-parser has already decoded binary parts;
-/// text parts it also converts to UTF-8, so those are decoded again from the raw bytes.
-fn decoded<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> Cow<'m, [u8]> {
+/// text parts it also converts to UTF-8, so those are decoded again from the raw bytes. True
+/// with it when those are the raw bytes themselves (no transfer encoding).
+fn decoded<'m>(message: &'m Message<'_>, part: &'m MessagePart<'_>) -> (Cow<'m, [u8]>, bool) {
     let (PartType::Text(_) | PartType::Html(_)) = &part.body else {
-        return Cow::Borrowed(part.contents());
+        return (Cow::Borrowed(part.contents()), false);
     };
     let raw = message
         .raw_message
         .get(part.raw_body_offset() as usize..part.raw_end_offset() as usize);
     let decoded = match (raw, part.encoding) {
-        (Some(raw), Encoding::None) => return Cow::Borrowed(raw),
+        (Some(raw), Encoding::None) => return (Cow::Borrowed(raw), true),
         (Some(raw), Encoding::Base64) => base64_decode(raw),
         (Some(raw), Encoding::QuotedPrintable) => quoted_printable_decode(raw),
         (None, _) => None,
     };
-    decoded.map_or(Cow::Borrowed(part.contents()), Cow::Owned)
+    (
+        decoded.map_or(Cow::Borrowed(part.contents()), Cow::Owned),
+        false,
+    )
 }
 
 fn is_encrypted(
@@ -951,6 +965,7 @@ mod tests {
         assert_eq!(walk.leaves.len(), 1);
         assert_eq!(walk.leaves[0].path, "1");
         assert!(walk.leaves[0].unit.is_none());
+        assert!(!walk.leaves[0].verbatim, "decoded from base64");
     }
 
     #[test]
@@ -960,6 +975,16 @@ mod tests {
         let message = MessageParser::default().parse(&raw[..]).unwrap();
         let walk = walk(&message, 1000);
         assert_eq!(&walk.leaves[0].data[..], b"caf\xe9 = ok\r\n");
+        assert!(!walk.leaves[0].verbatim);
+    }
+
+    #[test]
+    fn plain_text_is_scanned_as_sent() {
+        let raw = b"From: a@example.org\r\nSubject: x\r\n\r\nHello\r\n";
+        let message = MessageParser::default().parse(&raw[..]).unwrap();
+        let walk = walk(&message, 1000);
+        assert_eq!(&walk.leaves[0].data[..], b"Hello\r\n");
+        assert!(walk.leaves[0].verbatim);
     }
 
     #[test]

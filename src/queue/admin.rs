@@ -163,7 +163,7 @@ impl Store {
         f.statuses = from.iter().map(|s| s.to_string()).collect();
         let targets = self.list(&f).await?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for t in &targets {
             let reply = match action {
                 Action::Bounce => Some(format!(
@@ -183,7 +183,7 @@ impl Store {
             .bind(&t.message_id)
             .bind(&t.recipient)
             .bind(&t.status)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             let detail = json!({ "by": by, "admin": true, "reply": reply });
             rec.record(

@@ -97,15 +97,12 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
     let until = msg.received_at + q.lifetime.as_millis() as i64;
     let host = &ctx.config.server.hostname;
     let notice = notice::build(host, &message_id, &msg, &reports, Some(until), now);
-    if let Err(e) = ctx
-        .store
-        .finish(&ctx.recorder, &outcomes, notice.as_ref(), now)
-        .await
-    {
+    let noticed = notice.is_some();
+    if let Err(e) = ctx.store.finish(&ctx.recorder, outcomes, notice, now).await {
         // The lease runs out and the recipients are tried again: a duplicate at worst, never a loss.
         tracing::error!(%message_id, error = %e, "recording delivery outcomes");
     }
-    if notice.is_some() {
+    if noticed {
         ctx.queue_notify.notify_one();
     }
 }

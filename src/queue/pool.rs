@@ -1,6 +1,8 @@
 //! Idle outbound connections kept for the next message to the same host, so a burst to one
-//! destination pays for TCP, EHLO and the TLS handshake once. Bounded per host and in all;
-//! a connection idle longer than `delivery.idle_timeout` is closed with QUIT.
+//! destination pays for TCP, EHLO and the TLS handshake once. Bounded per host (as many as
+//! deliveries may run to one destination, `queue.per_destination`, so that none of them has
+//! to shake hands again) and in all; a connection idle longer than `delivery.idle_timeout` is
+//! closed with QUIT.
 
 use super::delivery::Conn;
 use super::route::Target;
@@ -10,15 +12,15 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const PER_HOST: usize = 4;
+/// Idle connections kept in all, at least.
 const TOTAL: usize = 64;
 
 /// Address, TLS policy and the name the certificate was checked against.
 type Key = (SocketAddr, RouteTls, String);
 
-#[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<Key, Vec<(Instant, Conn)>>>,
+    per_host: usize,
 }
 
 fn key(t: &Target) -> Key {
@@ -26,6 +28,13 @@ fn key(t: &Target) -> Key {
 }
 
 impl Pool {
+    pub fn new(per_host: usize) -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            per_host,
+        }
+    }
+
     /// A live idle connection to this target under the same TLS policy, if any.
     pub fn take(&self, target: &Target) -> Option<Conn> {
         let mut idle = self.idle.lock().expect("not poisoned");
@@ -43,7 +52,7 @@ impl Pool {
         let mut idle = self.idle.lock().expect("not poisoned");
         let total: usize = idle.values().map(Vec::len).sum();
         let list = idle.entry(key(target)).or_default();
-        if list.len() >= PER_HOST || total >= TOTAL {
+        if list.len() >= self.per_host || total >= TOTAL.max(self.per_host) {
             tokio::spawn(conn.quit());
             return;
         }

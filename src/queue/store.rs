@@ -2,6 +2,7 @@
 //! outcome of each attempt with its events, release leases at shutdown.
 
 use super::RecipientStatus;
+use super::group::Work;
 use crate::store::events::{EventKind, Recorder};
 use crate::store::{Backend, Store};
 use anyhow::Result;
@@ -79,14 +80,14 @@ impl Store {
         notice: Option<&NewMessage>,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         insert_with(&mut tx, rec, m, notice, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// The same, taking the message: on SQLite it is committed together with the other
-    /// acceptances waiting at that moment (`group.rs`). When this returns Ok, it is on disk.
+    /// The same, taking the message: on SQLite it is committed together with the other writes
+    /// waiting at that moment (`group.rs`). When this returns Ok, it is on disk.
     pub async fn accept(
         &self,
         rec: &Recorder,
@@ -97,26 +98,27 @@ impl Store {
         if self.backend != Backend::Sqlite {
             return self.enqueue_with(rec, &message, notice.as_ref(), now).await;
         }
+        self.grouped(rec, Work::Accept { message, notice }, now)
+            .await
+    }
+
+    /// Hands `work` to the group committer and waits for the commit that holds it.
+    async fn grouped(&self, rec: &Recorder, work: Work, now: i64) -> Result<()> {
         let group = self.group.get_or_init(|| {
             let mut alone = self.clone();
             alone.group = Default::default();
             super::group::start(alone)
         });
+        let stopped = || anyhow::anyhow!("the group committer has stopped");
         let (done, result) = tokio::sync::oneshot::channel();
         let job = super::group::Job {
             rec: rec.clone(),
-            message,
-            notice,
+            work,
             now,
             done,
         };
-        group
-            .send(job)
-            .await
-            .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?;
-        result
-            .await
-            .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?
+        group.send(job).await.map_err(|_| stopped())?;
+        result.await.map_err(|_| stopped())?
     }
 
     /// A message refused at the end of DATA: nothing is kept but its events (the client was told
@@ -129,7 +131,7 @@ impl Store {
         verdicts: &[Value],
         _now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for v in verdicts {
             rec.record(&mut tx, id, None, EventKind::Verdict, v.clone())
                 .await?;
@@ -178,6 +180,7 @@ impl Store {
         for d in busy {
             query = query.bind(d);
         }
+        let _turn = self.turn().await;
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
@@ -243,56 +246,23 @@ impl Store {
     }
 
     /// Records the outcomes of one attempt: each recipient's new state and its events, and the
-    /// notice to the sender if there is one, in one transaction; gives up the lease.
+    /// notice to the sender if there is one, in one transaction; gives up the lease. On SQLite
+    /// it is committed with the other writes waiting (`group.rs`).
     pub async fn finish(
         &self,
         rec: &Recorder,
-        outcomes: &[Outcome],
-        notice: Option<&NewMessage>,
+        outcomes: Vec<Outcome>,
+        notice: Option<NewMessage>,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        if let (Some(n), Some(o)) = (notice, outcomes.first()) {
-            queue_notice(&mut tx, rec, &o.recipient.message_id, n, now).await?;
+        if self.backend == Backend::Sqlite {
+            return self
+                .grouped(rec, Work::Finish { outcomes, notice }, now)
+                .await;
         }
-        for o in outcomes {
-            let r = &o.recipient;
-            sqlx::query(
-                "UPDATE recipients SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
-                 last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, \
-                 warned = $5 WHERE id = $6",
-            )
-            .bind(o.status.as_str())
-            .bind(o.next_attempt_at)
-            .bind(&o.reply)
-            .bind(now)
-            .bind(i64::from(r.warned || o.warned))
-            .bind(r.id)
-            .execute(&mut *tx)
-            .await?;
-            let who = Some(r.address.as_str());
-            rec.record(
-                &mut tx,
-                &r.message_id,
-                who,
-                EventKind::Attempt,
-                o.attempt.clone(),
-            )
-            .await?;
-            let kind = match o.status {
-                RecipientStatus::Delivered => EventKind::Delivered,
-                RecipientStatus::Failed => EventKind::Failed,
-                _ => EventKind::Deferred,
-            };
-            let mut detail = json!({ "reply": o.reply, "attempts": r.attempts + 1 });
-            if o.status == RecipientStatus::Deferred {
-                detail["next_attempt_at"] = json!(o.next_attempt_at);
-            }
-            rec.record(&mut tx, &r.message_id, who, kind, detail)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut tx = self.begin_write().await?;
+        finish_in(&mut tx, rec, &outcomes, notice.as_ref(), now).await?;
+        tx.commit().await
     }
 
     /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
@@ -317,6 +287,7 @@ impl Store {
         ids: &[i64],
     ) -> Result<()> {
         let first = if until.is_some() { 3 } else { 2 };
+        let _turn = self.turn().await;
         for chunk in ids.chunks(500) {
             let marks: Vec<String> = (0..chunk.len())
                 .map(|i| format!("${}", i + first))
@@ -341,6 +312,7 @@ impl Store {
     /// Gives back every lease `owner` holds, so the recipients are due again at once (graceful
     /// shutdown, and start-up after a crash of this same node).
     pub async fn release(&self, owner: &str) -> Result<u64> {
+        let _turn = self.turn().await;
         let done = sqlx::query(
             "UPDATE recipients SET lease_owner = NULL, lease_until = NULL \
              WHERE lease_owner = $1 AND status IN ('queued', 'deferred')",
@@ -361,11 +333,60 @@ impl Store {
         notice: &NewMessage,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         queue_notice(&mut tx, rec, original, notice, now).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// A delivery attempt's outcomes and notice, inside the caller's transaction.
+pub(super) async fn finish_in(
+    tx: &mut Transaction<'_, Any>,
+    rec: &Recorder,
+    outcomes: &[Outcome],
+    notice: Option<&NewMessage>,
+    now: i64,
+) -> Result<()> {
+    if let (Some(n), Some(o)) = (notice, outcomes.first()) {
+        queue_notice(tx, rec, &o.recipient.message_id, n, now).await?;
+    }
+    for o in outcomes {
+        let r = &o.recipient;
+        sqlx::query(
+            "UPDATE recipients SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
+             last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, \
+             warned = $5 WHERE id = $6",
+        )
+        .bind(o.status.as_str())
+        .bind(o.next_attempt_at)
+        .bind(&o.reply)
+        .bind(now)
+        .bind(i64::from(r.warned || o.warned))
+        .bind(r.id)
+        .execute(&mut **tx)
+        .await?;
+        let who = Some(r.address.as_str());
+        rec.record(
+            tx,
+            &r.message_id,
+            who,
+            EventKind::Attempt,
+            o.attempt.clone(),
+        )
+        .await?;
+        let kind = match o.status {
+            RecipientStatus::Delivered => EventKind::Delivered,
+            RecipientStatus::Failed => EventKind::Failed,
+            _ => EventKind::Deferred,
+        };
+        let mut detail = json!({ "reply": o.reply, "attempts": r.attempts + 1 });
+        if o.status == RecipientStatus::Deferred {
+            detail["next_attempt_at"] = json!(o.next_attempt_at);
+        }
+        rec.record(tx, &r.message_id, who, kind, detail).await?;
+    }
+    Ok(())
 }
 
 /// A message and, if any, the notice about it, inside the caller's transaction.

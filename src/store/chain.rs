@@ -85,13 +85,13 @@ impl Store {
     pub async fn seal(&self, node: &str) -> Result<Option<Head>> {
         let mut sealed = None;
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             let last = sqlx::query(
                 "SELECT seq, hash FROM events WHERE node = $1 AND seq IS NOT NULL \
                  ORDER BY seq DESC LIMIT 1",
             )
             .bind(node)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
             let (mut seq, mut prev) = match last {
                 Some(r) => (r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?),
@@ -103,7 +103,7 @@ impl Store {
             )))
             .bind(node)
             .bind(BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
             if rows.is_empty() {
                 tx.commit().await?;
@@ -120,7 +120,7 @@ impl Store {
                 .bind(&prev)
                 .bind(&h)
                 .bind(r.try_get::<i64, _>("id")?)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 prev = h;
             }

@@ -107,7 +107,7 @@ impl Store {
         kind: EventKind,
         detail: Value,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         rec.record(&mut tx, message_id, None, kind, detail).await?;
         tx.commit().await?;
         Ok(())

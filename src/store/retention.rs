@@ -55,7 +55,7 @@ impl Store {
         let mut purged = 0;
         loop {
             let due = self.purgeable(before, BATCH).await?;
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.begin_write().await?;
             for p in &due {
                 // The state is checked again under the update: nothing was released meanwhile.
                 let done = sqlx::query(
@@ -66,7 +66,7 @@ impl Store {
                 )
                 .bind(now)
                 .bind(&p.message_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
                 if done.rows_affected() == 1 {
                     let detail = json!({ "size": p.size, "final_at": p.final_at });
