@@ -304,25 +304,46 @@ impl Scanner {
 
     /// One INSTREAM: `None` when clean, the signature name when infected.
     async fn instream(&self, data: &[u8], deadline: Instant) -> Result<Option<String>, ScanError> {
-        use clamav_client::tokio::{Socket, Tcp, scan_buffer};
-        let call = async {
-            match &self.clamd {
-                Clamd::Tcp(address) => {
-                    let tcp = Tcp {
-                        host_address: address.as_str(),
-                    };
-                    scan_buffer(data, tcp, Some(CHUNK)).await
-                }
-                Clamd::Unix(path) => {
-                    scan_buffer(data, Socket { socket_path: path }, Some(CHUNK)).await
-                }
-            }
+        let chunk = data.len().clamp(1, CHUNK);
+        let clamd = Buffered {
+            clamd: &self.clamd,
+            capacity: chunk + 16,
         };
+        let call = clamav_client::tokio::scan_buffer(data, clamd, Some(chunk));
         match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Err(ScanError::Timeout),
             Ok(Err(e)) => Err(ScanError::Unreachable(format!("{}: {e}", self.clamd))),
             Ok(Ok(reply)) => parse_reply(&reply),
         }
+    }
+}
+
+/// A clamd connection with the request buffered. clamav-client writes the command, each chunk's
+/// length, the chunk and the end marker separately; clamd, which reads every connection from
+/// one polling thread, then wakes once per piece, and under load that cost it 2.5 times the CPU
+/// of the scan itself (0.9 against 0.36 ms for a 10 KiB message, bench/README.md). Buffered,
+/// a message up to one chunk goes out in one write.
+struct Buffered<'a> {
+    clamd: &'a Clamd,
+    capacity: usize,
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+impl clamav_client::tokio::TransportProtocol for Buffered<'_> {
+    type Stream = tokio::io::BufWriter<Box<dyn Io>>;
+
+    async fn connect(&self) -> std::io::Result<Self::Stream> {
+        let stream: Box<dyn Io> = match self.clamd {
+            Clamd::Tcp(address) => {
+                let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
+                tcp.set_nodelay(true)?;
+                Box::new(tcp)
+            }
+            Clamd::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
+        };
+        Ok(tokio::io::BufWriter::with_capacity(self.capacity, stream))
     }
 }
 

@@ -6,6 +6,7 @@
 //! once: one fsync for the group. A client gets its `250` only after that commit, as before.
 //! PostgreSQL groups concurrent commits' WAL flushes itself and does not come here.
 
+use super::rows::Rows;
 use super::store::{NewMessage, Outcome};
 use crate::store::Store;
 use crate::store::events::Recorder;
@@ -62,29 +63,49 @@ async fn commit(store: &Store, jobs: &[Job]) -> Vec<Result<()>> {
         Ok(tx) => tx,
         Err(e) => return jobs.iter().map(|_| Err(anyhow!("{e}"))).collect(),
     };
-    let mut results = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let one = async {
-            let mut sp = tx.begin().await?;
-            match &job.work {
-                Work::Accept { message, notice } => {
-                    super::store::insert_with(&mut sp, &job.rec, message, notice.as_ref(), job.now)
-                        .await?
-                }
-                Work::Finish { outcomes, notice } => {
-                    super::store::finish_in(&mut sp, &job.rec, outcomes, notice.as_ref(), job.now)
-                        .await?
-                }
+    // Every job's rows in a few statements; if that fails, one savepoint per job, so that a bad
+    // row fails only its own job.
+    let all = async {
+        let mut sp = tx.begin().await?;
+        rows(jobs).write(&mut sp).await?;
+        sp.commit().await?;
+        anyhow::Ok(())
+    };
+    let results = match all.await {
+        Ok(()) => jobs.iter().map(|_| Ok(())).collect(),
+        Err(_) => {
+            let mut results = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let one = async {
+                    let mut sp = tx.begin().await?;
+                    rows(std::slice::from_ref(job)).write(&mut sp).await?;
+                    sp.commit().await?;
+                    anyhow::Ok(())
+                };
+                results.push(one.await);
             }
-            sp.commit().await?;
-            anyhow::Ok(())
-        };
-        results.push(one.await);
-    }
+            results
+        }
+    };
     match tx.commit().await {
         Ok(()) => results,
         Err(e) => jobs.iter().map(|_| Err(anyhow!("commit: {e}"))).collect(),
     }
+}
+
+fn rows(jobs: &[Job]) -> Rows<'_> {
+    let mut rows = Rows::default();
+    for job in jobs {
+        match &job.work {
+            Work::Accept { message, notice } => {
+                rows.accept(&job.rec, message, notice.as_ref(), job.now)
+            }
+            Work::Finish { outcomes, notice } => {
+                rows.finish(&job.rec, outcomes, notice.as_ref(), job.now)
+            }
+        }
+    }
+    rows
 }
 
 #[cfg(test)]

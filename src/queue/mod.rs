@@ -8,6 +8,7 @@ pub mod notice;
 pub mod pool;
 pub mod retry;
 pub mod route;
+mod rows;
 pub mod scheduler;
 pub mod store;
 

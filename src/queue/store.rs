@@ -3,11 +3,12 @@
 
 use super::RecipientStatus;
 use super::group::Work;
+use super::rows::Rows;
 use crate::store::events::{EventKind, Recorder};
 use crate::store::{Backend, Store};
 use anyhow::Result;
-use serde_json::{Value, json};
-use sqlx::{Any, Row, Transaction};
+use serde_json::Value;
+use sqlx::Row;
 
 /// A message ready to be queued.
 #[derive(Debug, Clone)]
@@ -80,10 +81,11 @@ impl Store {
         notice: Option<&NewMessage>,
         now: i64,
     ) -> Result<()> {
+        let mut rows = Rows::default();
+        rows.accept(rec, m, notice, now);
         let mut tx = self.begin_write().await?;
-        insert_with(&mut tx, rec, m, notice, now).await?;
-        tx.commit().await?;
-        Ok(())
+        rows.write(&mut tx).await?;
+        tx.commit().await
     }
 
     /// The same, taking the message: on SQLite it is committed together with the other writes
@@ -260,8 +262,10 @@ impl Store {
                 .grouped(rec, Work::Finish { outcomes, notice }, now)
                 .await;
         }
+        let mut rows = Rows::default();
+        rows.finish(rec, &outcomes, notice.as_ref(), now);
         let mut tx = self.begin_write().await?;
-        finish_in(&mut tx, rec, &outcomes, notice.as_ref(), now).await?;
+        rows.write(&mut tx).await?;
         tx.commit().await
     }
 
@@ -333,147 +337,10 @@ impl Store {
         notice: &NewMessage,
         now: i64,
     ) -> Result<()> {
+        let mut rows = Rows::default();
+        rows.notice(rec, original, notice, now);
         let mut tx = self.begin_write().await?;
-        queue_notice(&mut tx, rec, original, notice, now).await?;
-        tx.commit().await?;
-        Ok(())
+        rows.write(&mut tx).await?;
+        tx.commit().await
     }
-}
-
-/// A delivery attempt's outcomes and notice, inside the caller's transaction.
-pub(super) async fn finish_in(
-    tx: &mut Transaction<'_, Any>,
-    rec: &Recorder,
-    outcomes: &[Outcome],
-    notice: Option<&NewMessage>,
-    now: i64,
-) -> Result<()> {
-    if let (Some(n), Some(o)) = (notice, outcomes.first()) {
-        queue_notice(tx, rec, &o.recipient.message_id, n, now).await?;
-    }
-    for o in outcomes {
-        let r = &o.recipient;
-        sqlx::query(
-            "UPDATE recipients SET status = $1, attempts = attempts + 1, next_attempt_at = $2, \
-             last_reply = $3, lease_owner = NULL, lease_until = NULL, updated_at = $4, \
-             warned = $5 WHERE id = $6",
-        )
-        .bind(o.status.as_str())
-        .bind(o.next_attempt_at)
-        .bind(&o.reply)
-        .bind(now)
-        .bind(i64::from(r.warned || o.warned))
-        .bind(r.id)
-        .execute(&mut **tx)
-        .await?;
-        let who = Some(r.address.as_str());
-        rec.record(
-            tx,
-            &r.message_id,
-            who,
-            EventKind::Attempt,
-            o.attempt.clone(),
-        )
-        .await?;
-        let kind = match o.status {
-            RecipientStatus::Delivered => EventKind::Delivered,
-            RecipientStatus::Failed => EventKind::Failed,
-            _ => EventKind::Deferred,
-        };
-        let mut detail = json!({ "reply": o.reply, "attempts": r.attempts + 1 });
-        if o.status == RecipientStatus::Deferred {
-            detail["next_attempt_at"] = json!(o.next_attempt_at);
-        }
-        rec.record(tx, &r.message_id, who, kind, detail).await?;
-    }
-    Ok(())
-}
-
-/// A message and, if any, the notice about it, inside the caller's transaction.
-pub(super) async fn insert_with(
-    tx: &mut Transaction<'_, Any>,
-    rec: &Recorder,
-    m: &NewMessage,
-    notice: Option<&NewMessage>,
-    now: i64,
-) -> Result<()> {
-    insert(tx, rec, m, now).await?;
-    if let Some(n) = notice {
-        queue_notice(tx, rec, &m.id, n, now).await?;
-    }
-    Ok(())
-}
-
-/// Queues a notice and records on the original message that it was sent.
-async fn queue_notice(
-    tx: &mut Transaction<'_, Any>,
-    rec: &Recorder,
-    original: &str,
-    notice: &NewMessage,
-    now: i64,
-) -> Result<()> {
-    insert(tx, rec, notice, now).await?;
-    let detail =
-        json!({ "notice_id": notice.id, "to": notice.rcpts, "kind": notice.detail["notice"] });
-    rec.record(tx, original, None, EventKind::Notice, detail)
-        .await
-}
-
-/// Inserts a message, its recipients and its `received` event inside the caller's transaction.
-async fn insert(
-    tx: &mut Transaction<'_, Any>,
-    rec: &Recorder,
-    m: &NewMessage,
-    now: i64,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO messages (id, direction, sender, size, body, received_at, node, config_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&m.id)
-    .bind(m.direction)
-    .bind(&m.sender)
-    .bind(m.body.len() as i64)
-    .bind(&m.body)
-    .bind(now)
-    .bind(&rec.node)
-    .bind(&rec.config_hash)
-    .execute(&mut **tx)
-    .await?;
-    for rcpt in &m.rcpts {
-        let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        sqlx::query(
-            "INSERT INTO recipients (message_id, address, domain, status, attempts, \
-                 next_attempt_at, updated_at) VALUES ($1, $2, $3, $4, 0, $5, $5)",
-        )
-        .bind(&m.id)
-        .bind(rcpt)
-        .bind(domain)
-        .bind(m.status.as_str())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for c in &m.copies {
-        let domain = c.delegate.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        sqlx::query(
-            "INSERT INTO recipients (message_id, address, domain, status, attempts, \
-                 next_attempt_at, updated_at, copy_of) VALUES ($1, $2, $3, $4, 0, $5, $5, $6)",
-        )
-        .bind(&m.id)
-        .bind(&c.delegate)
-        .bind(domain)
-        .bind(m.status.as_str())
-        .bind(now)
-        .bind(&c.copy_of)
-        .execute(&mut **tx)
-        .await?;
-    }
-    rec.record(tx, &m.id, None, EventKind::Received, m.detail.clone())
-        .await?;
-    for v in &m.verdicts {
-        rec.record(tx, &m.id, None, EventKind::Verdict, v.clone())
-            .await?;
-    }
-    Ok(())
 }

@@ -18,6 +18,8 @@ use sqlx::any::AnyRow;
 
 /// Events sealed per transaction.
 const BATCH: i64 = 500;
+/// Rows per UPDATE (4 parameters each).
+const CHUNK: usize = 250;
 /// Rows read per page when verifying.
 const PAGE: i64 = 5_000;
 
@@ -109,20 +111,30 @@ impl Store {
                 tx.commit().await?;
                 return Ok(sealed);
             }
+            // One UPDATE for the whole batch (each statement is a round trip to the store's
+            // thread; one per event cost more than the events themselves).
+            let mut sealed_rows = Vec::with_capacity(rows.len());
             for r in &rows {
                 seq += 1;
                 let h = hash(&prev, seq, r)?;
-                sqlx::query(
-                    "UPDATE events SET seq = $1, prev_hash = $2, hash = $3 \
-                     WHERE id = $4 AND seq IS NULL",
-                )
-                .bind(seq)
-                .bind(&prev)
-                .bind(&h)
-                .bind(r.try_get::<i64, _>("id")?)
-                .execute(&mut **tx)
-                .await?;
+                sealed_rows.push((r.try_get::<i64, _>("id")?, seq, prev, h.clone()));
                 prev = h;
+            }
+            for chunk in sealed_rows.chunks(CHUNK) {
+                let sql = format!(
+                    "WITH v (id, seq, prev_hash, hash) AS ({}) \
+                     UPDATE events SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
+                     FROM v WHERE events.id = v.id AND events.seq IS NULL",
+                    super::values(4, chunk.len(), 1)
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (id, seq, prev, hash) in chunk {
+                    q = q.bind(id).bind(seq).bind(prev).bind(hash);
+                }
+                let done = q.execute(&mut **tx).await?;
+                if done.rows_affected() != chunk.len() as u64 {
+                    anyhow::bail!("another sealer of node {node} sealed some of these events");
+                }
             }
             tx.commit().await?;
             sealed = Some(Head { seq, hash: prev });

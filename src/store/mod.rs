@@ -63,6 +63,22 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// `VALUES ($first, …), (…)`: `rows` tuples of `width` placeholders, for multi-row statements.
+pub(crate) fn values(width: usize, rows: usize, first: usize) -> String {
+    let mut sql = String::from("VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for col in 0..width {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", first + row * width + col));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// Unix time in milliseconds: how every time is kept in the store.
 pub fn now_ms() -> i64 {
     SystemTime::now()
