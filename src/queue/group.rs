@@ -52,7 +52,19 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
     while rx.recv_many(&mut jobs, GROUP).await > 0 {
         let results = commit(&store, &jobs).await;
         for (job, result) in jobs.drain(..).zip(results) {
-            let _ = job.done.send(result);
+            let Job {
+                work, now, done, ..
+            } = job;
+            if result.is_ok() {
+                let (message, notice) = match work {
+                    Work::Accept { message, notice } => (Some(message), notice),
+                    Work::Finish { notice, .. } => (None, notice),
+                };
+                for m in message.into_iter().chain(notice) {
+                    store.recent.keep(m, now);
+                }
+            }
+            let _ = done.send(result);
         }
     }
 }

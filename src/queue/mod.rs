@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod group;
 pub mod notice;
 pub mod pool;
+pub(crate) mod recent;
 pub mod retry;
 pub mod route;
 mod rows;

@@ -98,7 +98,12 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         if self.backend != Backend::Sqlite {
-            return self.enqueue_with(rec, &message, notice.as_ref(), now).await;
+            self.enqueue_with(rec, &message, notice.as_ref(), now)
+                .await?;
+            for m in std::iter::once(message).chain(notice) {
+                self.recent.keep(m, now);
+            }
+            return Ok(());
         }
         self.grouped(rec, Work::Accept { message, notice }, now)
             .await
@@ -231,6 +236,9 @@ impl Store {
     }
 
     pub async fn queued(&self, message_id: &str) -> Result<Option<Queued>> {
+        if let Some(q) = self.recent.get(message_id) {
+            return Ok(Some(q));
+        }
         let row =
             sqlx::query("SELECT sender, direction, received_at, body FROM messages WHERE id = $1")
                 .bind(message_id)

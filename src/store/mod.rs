@@ -35,6 +35,8 @@ pub struct Store {
     /// SQLite, a writer that finds the database locked sleeps 1, 2, 5 … 100 ms between tries
     /// and can lose to newcomers again and again: that is what made p99 latency 10× p50.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Messages just committed, for the delivery that follows (`queue/recent.rs`).
+    pub(crate) recent: std::sync::Arc<crate::queue::recent::Recent>,
 }
 
 /// A write transaction that holds this process's turn to write (SQLite) until it ends.
@@ -200,6 +202,7 @@ impl Store {
             backend,
             group: Default::default(),
             writer: Default::default(),
+            recent: Default::default(),
         })
     }
 
