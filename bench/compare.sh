@@ -36,6 +36,8 @@ BUILD=${BUILD:-1}             # 0: use the binaries already built
 KEEP=${KEEP:-0}               # 1: keep the scratch directory (logs, configs, queues)
 PERF=${PERF:-0}               # 1: profile Passerelle (perf record) in each set's first
                               # throughput run and print where its CPU time goes
+CLAMD_TMP=${CLAMD_TMP:-tmpfs} # clamd's TemporaryDirectory, where it writes every stream it
+                              # scans: tmpfs (/dev/shm, as deploy/README.md advises) or disk
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$BENCH_DIR")
@@ -54,7 +56,7 @@ fi
 
 WORK=$(mktemp -d /tmp/passerelle-compare.XXXXXX)
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user and must reach their queue
-SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF= SHM=
+SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF= SHM= CLAMD_SHM=
 
 stop_pid() {
     local pid=$1
@@ -98,6 +100,7 @@ cleanup() {
     clamd_stop
     pg_stop
     [ -z "$SHM" ] || rm -rf "$SHM"
+    [ -z "$CLAMD_SHM" ] || rm -rf "$CLAMD_SHM"
     if [ "$KEEP" = 1 ]; then
         log "scratch directory kept: $WORK"
     else
@@ -530,6 +533,10 @@ start_servers() {
 
 ensure_postfix
 build
+if [ "$CLAMD_TMP" = tmpfs ]; then
+    CLAMD_SHM=$(mktemp -d /dev/shm/passerelle-clamd.XXXXXX)
+    export CLAMD_TMPDIR=$CLAMD_SHM
+fi
 clamd_start
 case $STORE in
 postgres) [ -n "${DATABASE_URL:-}" ] || pg_start ;;

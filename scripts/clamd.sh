@@ -46,7 +46,8 @@ clamd_start() {
             echo "TCPAddr 127.0.0.1"
             echo "LocalSocket $CLAMD_DIR/clamd.sock"
             echo "DatabaseDirectory $CLAMD_DB"
-            echo "TemporaryDirectory $CLAMD_DIR"
+            # CLAMD_TMPDIR: where clamd writes each stream before scanning it (a tmpfs is faster).
+            echo "TemporaryDirectory ${CLAMD_TMPDIR:-$CLAMD_DIR}"
             echo "LogFile $CLAMD_DIR/clamd.log"
             echo "PidFile $CLAMD_DIR/clamd.pid"
             echo "Foreground yes"

@@ -9,9 +9,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const LIFETIME: Duration = Duration::from_secs(60);
+const LIFETIME: Duration = Duration::from_secs(10);
 /// Bytes of bodies kept at most.
-const BYTES: usize = 32 << 20;
+const BYTES: usize = 8 << 20;
 
 #[derive(Default)]
 pub struct Recent {
