@@ -115,30 +115,30 @@ impl Directory {
             _ => Ok(Known::Unknown),
         }
     }
+}
 
-    /// The delegation copies for a message to `rcpts`, in recipient order: one per delegate,
-    /// none for a delegate who is already a recipient or already has a copy. `copy_of` is the
-    /// recipient as it appears in `rcpts` (the address of its own recipient row).
-    pub async fn copies(&self, rcpts: &[String]) -> anyhow::Result<Vec<Copy>> {
-        let lower: Vec<String> = rcpts.iter().map(|r| normalise(r)).collect();
-        let pairs = self.store.delegations_of(&lower).await?;
-        if pairs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut seen: HashSet<&str> = lower.iter().map(String::as_str).collect();
-        let mut copies = Vec::new();
-        for (rcpt, low) in rcpts.iter().zip(&lower) {
-            for (_, delegate) in pairs.iter().filter(|(a, _)| a == low) {
-                if seen.insert(delegate) {
-                    copies.push(Copy {
-                        delegate: delegate.clone(),
-                        copy_of: rcpt.clone(),
-                    });
-                }
+/// The delegation copies for a message to `rcpts`, in recipient order, given the delegations
+/// `(address, delegate)` of its recipients (and maybe of others): one per delegate, none for a
+/// delegate who is already a recipient or already has a copy. `copy_of` is the recipient as it
+/// appears in `rcpts` (the address of its own recipient row).
+pub fn copies_from(rcpts: &[String], pairs: &[(String, String)]) -> Vec<Copy> {
+    if pairs.is_empty() {
+        return Vec::new();
+    }
+    let lower: Vec<String> = rcpts.iter().map(|r| normalise(r)).collect();
+    let mut seen: HashSet<&str> = lower.iter().map(String::as_str).collect();
+    let mut copies = Vec::new();
+    for (rcpt, low) in rcpts.iter().zip(&lower) {
+        for (_, delegate) in pairs.iter().filter(|(a, _)| a == low) {
+            if seen.insert(delegate) {
+                copies.push(Copy {
+                    delegate: delegate.clone(),
+                    copy_of: rcpt.clone(),
+                });
             }
         }
-        Ok(copies)
     }
+    copies
 }
 
 /// The form addresses are kept and compared in: trimmed, lower case (local part too).
@@ -161,6 +161,33 @@ pub fn check_address(address: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_copy_per_delegate_never_to_a_recipient() {
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, d)| (a.to_string(), d.to_string()))
+                .collect()
+        };
+        let rcpts = [
+            "Dr.Martin@example.org".to_string(),
+            "nurse@example.org".to_string(),
+        ];
+        let delegations = pairs(&[
+            ("dr.martin@example.org", "sec@example.org"),
+            ("dr.martin@example.org", "nurse@example.org"),
+            ("nurse@example.org", "sec@example.org"),
+            ("someone.else@example.org", "other@example.org"),
+        ]);
+        let copies = copies_from(&rcpts, &delegations);
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        assert_eq!(copies[0].delegate, "sec@example.org");
+        assert_eq!(
+            copies[0].copy_of, "Dr.Martin@example.org",
+            "as the recipient was written"
+        );
+        assert!(copies_from(&rcpts, &[]).is_empty());
+    }
 
     #[test]
     fn addresses_are_compared_in_lower_case() {

@@ -158,23 +158,25 @@ impl Store {
 
     /// `(address, delegate)` for each of `addresses` that has delegates, sorted.
     pub async fn delegations_of(&self, addresses: &[String]) -> Result<Vec<(String, String)>> {
-        if addresses.is_empty() {
-            return Ok(Vec::new());
+        let mut pairs = Vec::new();
+        // A few hundred addresses per statement: a group of messages can name thousands.
+        for chunk in addresses.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT address, delegate FROM delegations WHERE address IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for a in chunk {
+                query = query.bind(a);
+            }
+            for r in query.fetch_all(&self.pool).await? {
+                pairs.push((r.try_get("address")?, r.try_get("delegate")?));
+            }
         }
-        let marks: Vec<String> = (1..=addresses.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "SELECT address, delegate FROM delegations WHERE address IN ({}) \
-             ORDER BY address, delegate",
-            marks.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for a in addresses {
-            query = query.bind(a);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("address")?, r.try_get("delegate")?)))
-            .collect()
+        pairs.sort();
+        pairs.dedup();
+        Ok(pairs)
     }
 
     async fn delegations_all(&self) -> Result<BTreeMap<String, Vec<String>>> {

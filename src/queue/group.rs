@@ -50,7 +50,17 @@ pub fn start(store: Store) -> Sender {
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(GROUP);
     while rx.recv_many(&mut jobs, GROUP).await > 0 {
-        let results = commit(&store, &jobs).await;
+        let accepted = jobs.iter_mut().filter_map(|j| match &mut j.work {
+            Work::Accept { message, .. } => Some(message),
+            Work::Finish { .. } => None,
+        });
+        let results = match store.expand(accepted).await {
+            Ok(()) => commit(&store, &jobs).await,
+            Err(e) => jobs
+                .iter()
+                .map(|_| Err(anyhow!("reading delegations: {e}")))
+                .collect(),
+        };
         for (job, result) in jobs.drain(..).zip(results) {
             let Job {
                 work, now, done, ..
@@ -134,6 +144,7 @@ mod tests {
             body: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
             rcpts: vec!["b@example.test".into()],
             copies: Vec::new(),
+            delegations: false,
             detail: serde_json::json!({}),
             status: RecipientStatus::Queued,
             verdicts: Vec::new(),

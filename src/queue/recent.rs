@@ -95,6 +95,7 @@ mod tests {
             body: vec![b'x'; size],
             rcpts: vec!["b@example.test".into()],
             copies: Vec::new(),
+            delegations: false,
             detail: serde_json::json!({}),
             status: RecipientStatus::Queued,
             verdicts: Vec::new(),

@@ -22,6 +22,9 @@ pub struct NewMessage {
     pub rcpts: Vec<String>,
     /// Delegation copies: more recipients, each naming whose copy it is (`recipients.copy_of`).
     pub copies: Vec<crate::directory::Copy>,
+    /// Inbound: `copies` are looked up as the message is committed, in one read for all the
+    /// messages committed together (`expand`).
+    pub delegations: bool,
     /// What the `received` event says (client, TLS, listener, …).
     pub detail: Value,
     /// Where the recipients start: queued, or quarantined / deleted by a policy verdict.
@@ -98,6 +101,8 @@ impl Store {
         now: i64,
     ) -> Result<()> {
         if self.backend != Backend::Sqlite {
+            let mut message = message;
+            self.expand([&mut message]).await?;
             self.enqueue_with(rec, &message, notice.as_ref(), now)
                 .await?;
             for m in std::iter::once(message).chain(notice) {
@@ -107,6 +112,34 @@ impl Store {
         }
         self.grouped(rec, Work::Accept { message, notice }, now)
             .await
+    }
+
+    /// Fills in the delegation copies of the messages that ask for them (`delegations`), with
+    /// one read for all, and lists them in their `received` event. Delegations are read when
+    /// the message is committed, so a change applies to the next message.
+    pub(super) async fn expand<'m>(
+        &self,
+        messages: impl IntoIterator<Item = &'m mut NewMessage>,
+    ) -> Result<()> {
+        let mut messages: Vec<&mut NewMessage> =
+            messages.into_iter().filter(|m| m.delegations).collect();
+        let mut addresses: Vec<String> = messages
+            .iter()
+            .flat_map(|m| m.rcpts.iter().map(|r| crate::directory::normalise(r)))
+            .collect();
+        if addresses.is_empty() {
+            return Ok(());
+        }
+        addresses.sort();
+        addresses.dedup();
+        let pairs = self.delegations_of(&addresses).await?;
+        for m in &mut messages {
+            m.copies = crate::directory::copies_from(&m.rcpts, &pairs);
+            if !m.copies.is_empty() {
+                m.detail["copies"] = serde_json::json!(m.copies);
+            }
+        }
+        Ok(())
     }
 
     /// Hands `work` to the group committer and waits for the commit that holds it.

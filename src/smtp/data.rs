@@ -289,21 +289,6 @@ impl Session {
             // Deleted: nothing of the message is kept, only its events.
             Action::Delete { notify } => (RecipientStatus::Deleted, Vec::new(), *notify),
         };
-        // Delegation copies, fixed now: a later change of delegations leaves queued mail alone.
-        let copies = if direction == Direction::Inbound {
-            match ctx.directory.copies(&env.rcpts).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading delegations failed; client told 451");
-                    return reply::storage_failed();
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        if !copies.is_empty() {
-            detail["copies"] = json!(copies);
-        }
         if status != RecipientStatus::Queued {
             detail["disposition"] = json!(status.as_str());
             detail["decided_by"] = json!(outcome.decided_by);
@@ -315,7 +300,10 @@ impl Session {
             sender: env.mail_from.clone(),
             body: message,
             rcpts: env.rcpts.clone(),
-            copies,
+            // Delegation copies, fixed as it is committed: a later change of delegations leaves
+            // queued mail alone.
+            copies: Vec::new(),
+            delegations: direction == Direction::Inbound,
             detail,
             status,
             verdicts,
