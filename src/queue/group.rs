@@ -133,22 +133,10 @@ fn rows(jobs: &[Job]) -> Rows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::RecipientStatus;
     use sqlx::Row;
 
     fn message(id: &str) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            direction: "inbound",
-            sender: "a@client.test".into(),
-            body: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
-            rcpts: vec!["b@example.test".into()],
-            copies: Vec::new(),
-            delegations: false,
-            detail: serde_json::json!({}),
-            status: RecipientStatus::Queued,
-            verdicts: Vec::new(),
-        }
+        NewMessage::sample(id, b"Subject: x\r\n\r\nhi\r\n".to_vec())
     }
 
     /// Concurrent acceptances are committed together; one that cannot be written (its id is

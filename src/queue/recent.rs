@@ -85,21 +85,9 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::RecipientStatus;
 
     fn message(id: &str, size: usize) -> NewMessage {
-        NewMessage {
-            id: id.into(),
-            direction: "inbound",
-            sender: "a@client.test".into(),
-            body: vec![b'x'; size],
-            rcpts: vec!["b@example.test".into()],
-            copies: Vec::new(),
-            delegations: false,
-            detail: serde_json::json!({}),
-            status: RecipientStatus::Queued,
-            verdicts: Vec::new(),
-        }
+        NewMessage::sample(id, vec![b'x'; size])
     }
 
     #[test]

@@ -33,6 +33,25 @@ pub struct NewMessage {
     pub verdicts: Vec<Value>,
 }
 
+#[cfg(test)]
+impl NewMessage {
+    /// An inbound message from a@client.test to b@example.test, for unit tests.
+    pub(crate) fn sample(id: &str, body: Vec<u8>) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            direction: "inbound",
+            sender: "a@client.test".into(),
+            body,
+            rcpts: vec!["b@example.test".into()],
+            copies: Vec::new(),
+            delegations: false,
+            detail: serde_json::json!({}),
+            status: RecipientStatus::Queued,
+            verdicts: Vec::new(),
+        }
+    }
+}
+
 /// A recipient this node now holds a lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {
