@@ -153,6 +153,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "leases",
         include_str!("../../migrations/postgres/0006_leases.sql"),
     ),
+    (
+        7,
+        "backlog",
+        include_str!("../../migrations/postgres/0007_backlog.sql"),
+    ),
 ];
 
 impl Store {
