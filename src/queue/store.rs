@@ -274,11 +274,17 @@ impl Store {
             }
         }
         // Leased ones are due again when their lease runs out (a node that died), if later.
-        let leased = sqlx::query(
+        // Few rows, through the partial index on leases. SQLite has to be told: left alone it
+        // picks an index on `status` and reads every pending recipient (98 ms at 1,000,000).
+        let from = match self.backend {
+            Backend::Sqlite => "recipients INDEXED BY recipients_leased",
+            Backend::Postgres => "recipients",
+        };
+        let leased = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT MIN(CASE WHEN lease_until > next_attempt_at THEN lease_until \
                         ELSE next_attempt_at END) AS due \
-             FROM recipients WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')",
-        )
+             FROM {from} WHERE lease_until IS NOT NULL AND status IN ('queued', 'deferred')"
+        )))
         .fetch_one(&self.pool)
         .await?;
         if let Some(at) = leased.try_get::<Option<i64>, _>("due")? {
