@@ -54,13 +54,18 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
             Work::Accept { message, .. } => Some(message),
             Work::Finish { .. } => None,
         });
-        let results = match store.expand(accepted).await {
-            Ok(()) => commit(&store, &jobs).await,
-            Err(e) => jobs
-                .iter()
-                .map(|_| Err(anyhow!("reading delegations: {e}")))
-                .collect(),
-        };
+        if let Err(e) = store.expand(accepted).await {
+            // A message whose delegations cannot be read is not committed (its copies would be
+            // missing): its client is told 451. Delivery outcomes need none and go on.
+            let (refused, rest): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(
+                |j| matches!(&j.work, Work::Accept { message, .. } if message.delegations),
+            );
+            for job in refused {
+                let _ = job.done.send(Err(anyhow!("reading delegations: {e}")));
+            }
+            jobs = rest;
+        }
+        let results = commit(&store, &jobs).await;
         for (job, result) in jobs.drain(..).zip(results) {
             let Job {
                 work, now, done, ..
