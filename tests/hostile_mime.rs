@@ -19,9 +19,9 @@ use std::io::{Cursor, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::client::{Reply, message};
+use support::client::{Reply, message, read_reply};
 use support::{Backend, Client, Daemon, Sink, TestConfig};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use zip::write::SimpleFileOptions;
 
@@ -273,26 +273,6 @@ async fn send(mx: SocketAddr, cfg: &TestConfig, raw: &[u8]) -> Reply {
     let reply = read_reply(&mut io, REPLY_WAIT).await;
     let _ = io.get_mut().write_all(b"QUIT\r\n").await;
     reply
-}
-
-async fn read_reply<R: AsyncBufRead + Unpin>(r: &mut R, wait: Duration) -> Reply {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(wait, r.read_line(&mut line))
-            .await
-            .expect("no reply from the daemon")
-            .unwrap_or(0);
-        if n == 0 {
-            return Reply { code: 0, lines };
-        }
-        let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let more = line.as_bytes().get(3) == Some(&b'-');
-        lines.push(line.get(4..).unwrap_or("").trim_end().to_owned());
-        if !more {
-            return Reply { code, lines };
-        }
-    }
 }
 
 /// The message as DATA carries it: CRLF at the end, leading dots doubled.

@@ -19,17 +19,9 @@ async fn send(d: &Daemon, cfg: &TestConfig, from: &str, rcpts: &[&str]) -> Strin
     id
 }
 
-fn trace(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn wait_event(d: &Daemon, id: &str, kind: &str) -> Vec<serde_json::Value> {
     support::eventually(&format!("a {kind} event for {id}"), || async {
-        let t = trace(d, id);
+        let t = d.trace(id);
         t.iter().any(|e| e["kind"] == kind).then_some(t)
     })
     .await
@@ -215,7 +207,7 @@ async fn queue_operations(backend: Backend) {
     assert!(notice[0].text().contains("administrator"));
 
     let kinds = |id: &str| -> Vec<String> {
-        trace(&d, id)
+        d.trace(id)
             .iter()
             .map(|e| e["kind"].as_str().unwrap().to_owned())
             .collect()

@@ -47,14 +47,6 @@ fn refused(r: &support::client::Reply) {
     );
 }
 
-fn trace(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn inbound_from_a_peer_needs_its_certificate(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
     let home = Sink::start(&cfg.ca).await;
@@ -124,7 +116,7 @@ async fn inbound_from_a_peer_needs_its_certificate(backend: Backend) {
         plain.text()
     );
 
-    let events = trace(&d, &id);
+    let events = d.trace(&id);
     let verdict = events
         .iter()
         .find(|e| e["kind"] == "verdict" && e["detail"]["stage"] == "trust")
@@ -183,7 +175,7 @@ async fn outbound_to_a_peer_is_mutual_verified_tls(backend: Backend) {
     assert_eq!(got[0].rcpts, [format!("dr@{PEER}")]);
     assert!(got[0].tls);
     let attempt = support::eventually("the attempt event", || async {
-        trace(&d, &to_peer)
+        d.trace(&to_peer)
             .into_iter()
             .find(|e| e["kind"] == "attempt")
     })
@@ -191,7 +183,7 @@ async fn outbound_to_a_peer_is_mutual_verified_tls(backend: Backend) {
     assert_eq!(attempt["detail"]["tls_verified"], true, "{attempt}");
 
     let deferred = support::eventually("the impostor's recipient deferred", || async {
-        trace(&d, &to_impostor)
+        d.trace(&to_impostor)
             .into_iter()
             .find(|e| e["kind"] == "deferred")
     })

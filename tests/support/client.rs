@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -97,23 +98,7 @@ impl Client {
 
     /// Reads one (possibly multi-line) reply; code 0 when the server closed the connection.
     pub async fn read(&mut self) -> Reply {
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            let n = tokio::time::timeout(super::PATIENCE, self.io().read_line(&mut line))
-                .await
-                .expect("no reply from the server")
-                .unwrap_or(0);
-            if n == 0 {
-                return Reply { code: 0, lines };
-            }
-            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            lines.push(line.get(4..).unwrap_or("").trim_end().to_owned());
-            if !more {
-                return Reply { code, lines };
-            }
-        }
+        read_reply(self.io(), super::PATIENCE).await
     }
 
     /// Sends raw bytes as they are.
@@ -183,4 +168,26 @@ pub fn message(subject: &str) -> String {
          Message-ID: <{}@client.test>\n\nHello Bob,\nthis is a test.\n",
         uuid::Uuid::new_v4()
     )
+}
+
+/// Reads one (possibly multi-line) SMTP reply from `r`, waiting at most `wait` for each line;
+/// code 0 when the server closed the connection.
+pub async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, wait: Duration) -> Reply {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(wait, r.read_line(&mut line))
+            .await
+            .expect("no reply from the server")
+            .unwrap_or(0);
+        if n == 0 {
+            return Reply { code: 0, lines };
+        }
+        let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let more = line.as_bytes().get(3) == Some(&b'-');
+        lines.push(line.get(4..).unwrap_or("").trim_end().to_owned());
+        if !more {
+            return Reply { code, lines };
+        }
+    }
 }

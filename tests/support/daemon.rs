@@ -298,6 +298,15 @@ impl Daemon {
     pub fn cli(&self, args: &[&str]) -> Output {
         run_cli(&self.config, args)
     }
+
+    /// `passerelle trace ID --json`: the message's events, one JSON object each.
+    pub fn trace(&self, id: &str) -> Vec<serde_json::Value> {
+        let out = self.cli(&["trace", id, "--json"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
 }
 
 pub fn run_cli(config: &Path, args: &[&str]) -> Output {
