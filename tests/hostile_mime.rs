@@ -300,7 +300,7 @@ async fn outcome(d: &Daemon, sink: &Sink, token: &str, reply: Reply) -> Outcome 
         _ => panic!("not a definite verdict: {reply}"),
     }
     let id = reply.queued_id();
-    let events = events(d, &id);
+    let events = d.trace(&id);
     assert!(!events.is_empty(), "no events for accepted message {id}");
     if let Some(disposition) = events[0]["detail"]["disposition"].as_str() {
         assert!(
@@ -329,14 +329,6 @@ fn cut(s: &str, n: usize) -> String {
         Some((i, _)) => format!("{}...", &s[..i]),
         None => s.to_string(),
     }
-}
-
-fn events(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// The stages' verdicts, for the printout.

@@ -62,14 +62,6 @@ async fn send_out(w: &World, from: &str, body: &str) -> String {
         .queued_id()
 }
 
-fn kinds(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn outbound_spam_is_held_then_released(backend: Backend) {
     let w = world(backend, "\"spam\"", "").await;
     let body = format!("From: alice@example.test\nSubject: Great offer\n\n{GTUBE}\n");
@@ -93,7 +85,7 @@ async fn outbound_spam_is_held_then_released(backend: Backend) {
     );
     let got = w.internet.wait_for(1).await;
     assert_eq!(got[0].rcpts, ["carol@elsewhere.test"]);
-    let t = kinds(&w.d, &id);
+    let t = w.d.trace(&id);
     let released = t
         .iter()
         .find(|e| e["kind"] == "released")
@@ -112,7 +104,7 @@ async fn override_list_lets_a_sender_through(backend: Backend) {
     let id = send_out(&w, "ceo@example.test", &body).await;
     let got = w.internet.wait_for(1).await;
     assert!(got[0].text().contains("X-Passerelle-Score: 100"));
-    let t = kinds(&w.d, &id);
+    let t = w.d.trace(&id);
     assert!(
         t.iter()
             .any(|e| e["kind"] == "verdict" && e["detail"]["stage"] == "override"),
@@ -147,7 +139,7 @@ async fn outbound_virus_is_deleted_with_a_notice(backend: Backend) {
         text.contains("Undelivered") && text.to_lowercase().contains("eicar"),
         "{text}"
     );
-    assert_eq!(kinds(&w.d, &id)[0]["detail"]["disposition"], "deleted");
+    assert_eq!(w.d.trace(&id)[0]["detail"]["disposition"], "deleted");
     assert!(w.internet.received().is_empty());
 }
 
@@ -209,14 +201,10 @@ async fn signed_bounces_reach_the_sender(backend: Backend) {
     );
     assert!(got[0].text().contains("no such user carol"));
     for id in [&forged, &tampered] {
-        assert_eq!(
-            kinds(&w.d, id)[0]["detail"]["disposition"],
-            "deleted",
-            "{id}"
-        );
+        assert_eq!(w.d.trace(id)[0]["detail"]["disposition"], "deleted", "{id}");
     }
     support::eventually("the real bounce's delivery recorded", || async {
-        kinds(&w.d, &real)
+        w.d.trace(&real)
             .iter()
             .any(|e| e["kind"] == "delivered" || e["kind"] == "attempt")
             .then_some(())

@@ -42,14 +42,6 @@ async fn world(backend: Backend, stages: &str, extra: &str) -> World {
     }
 }
 
-fn events(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn send(w: &World, from: &str, body: &str) -> support::client::Reply {
     let (mut c, g) = Client::connect(w.d.mx, w.cfg.client_tls()).await;
     g.expect(220);
@@ -73,7 +65,7 @@ async fn spam_score_decides(backend: Backend) {
     let got = w.sink.wait_for(1).await;
     let text = got[0].text();
     assert!(text.contains("X-Passerelle-Score: "), "{text}");
-    let t = events(&w.d, &deleted);
+    let t = w.d.trace(&deleted);
     let verdict = t
         .iter()
         .find(|e| e["kind"] == "verdict")
@@ -90,7 +82,7 @@ async fn spam_score_decides(backend: Backend) {
     assert_eq!(t[0]["detail"]["disposition"], "deleted");
     // The sink has it; the attempt is recorded just after the sink's reply.
     support::eventually("the plain message's delivery recorded", || async {
-        events(&w.d, &plain)
+        w.d.trace(&plain)
             .iter()
             .any(|e| e["kind"] == "delivered" || e["kind"] == "attempt")
             .then_some(())
@@ -189,7 +181,7 @@ async fn empty_sender_is_deleted_silently(backend: Backend) {
         .await
         .expect(250)
         .queued_id();
-    let t = events(&w.d, &id);
+    let t = w.d.trace(&id);
     assert_eq!(t[0]["detail"]["disposition"], "deleted");
     assert!(
         t.iter()
@@ -272,7 +264,7 @@ async fn virus_cleaning(backend: Backend) {
         "the replacement names the file: {text}"
     );
     assert!(
-        events(&w.d, &cleaned)
+        w.d.trace(&cleaned)
             .iter()
             .any(|e| e["kind"] == "verdict" && e["detail"]["stage"] == "virus")
     );
@@ -282,10 +274,7 @@ async fn virus_cleaning(backend: Backend) {
         .await
         .expect(250)
         .queued_id();
-    assert_eq!(
-        events(&w.d, &deleted)[0]["detail"]["disposition"],
-        "deleted"
-    );
+    assert_eq!(w.d.trace(&deleted)[0]["detail"]["disposition"], "deleted");
 }
 
 /// An address that sent a virus gains bad points; at the threshold it is refused at connect.
@@ -315,7 +304,7 @@ async fn reputation_learns_and_encrypted_passes(backend: Backend) {
         got[0].text().contains(&zip[..60]),
         "the encrypted zip is delivered untouched"
     );
-    let t = events(&w.d, &id);
+    let t = w.d.trace(&id);
     assert!(
         t.iter().any(|e| e["kind"] == "verdict"
             && e["detail"]["reason"]

@@ -83,14 +83,10 @@ async fn direction_is_recorded(backend: Backend) {
         .expect(250)
         .queued_id();
     let direction = |id: &str| {
-        let out = d.cli(&["trace", id, "--json"]);
-        let first = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
+        d.trace(id)[0]["detail"]["direction"]
+            .as_str()
             .unwrap()
-            .to_owned();
-        let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-        v["detail"]["direction"].as_str().unwrap().to_owned()
+            .to_owned()
     };
     assert_eq!(direction(&id), "inbound");
     assert_eq!(direction(&out_id), "outbound");

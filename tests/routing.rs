@@ -65,17 +65,9 @@ async fn send_out(w: &World, rcpt: &str) -> String {
         .queued_id()
 }
 
-fn events(d: &Daemon, id: &str) -> Vec<serde_json::Value> {
-    let out = d.cli(&["trace", id, "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn wait_kind(d: &Daemon, id: &str, kind: &str) -> serde_json::Value {
     support::eventually(&format!("{kind} for {id}"), || async {
-        events(d, id).into_iter().find(|e| e["kind"] == kind)
+        d.trace(id).into_iter().find(|e| e["kind"] == kind)
     })
     .await
 }
@@ -111,11 +103,7 @@ async fn undeliverable_domains_fail_at_once(backend: Backend) {
             "{rcpt}: {reply}"
         );
         assert_eq!(failed["detail"]["attempts"], 1);
-        assert!(
-            !events(&w.daemon, &id)
-                .iter()
-                .any(|e| e["kind"] == "deferred")
-        );
+        assert!(!w.daemon.trace(&id).iter().any(|e| e["kind"] == "deferred"));
     }
     let notices = w.home.wait_for(2).await;
     assert!(
@@ -137,7 +125,7 @@ async fn dns_failure_defers(backend: Backend) {
             .unwrap()
             .starts_with("4.4.3")
     );
-    assert!(!events(&w.daemon, &id).iter().any(|e| e["kind"] == "failed"));
+    assert!(!w.daemon.trace(&id).iter().any(|e| e["kind"] == "failed"));
 }
 
 /// `require-verified` checks the certificate against the MX host name.
@@ -147,7 +135,9 @@ async fn verified_tls_checks_the_mx_name(backend: Backend) {
     let bad = send_out(&w, "b@misnamed.test").await;
     let attempt = wait_kind(&w.daemon, &good, "delivered").await;
     assert_eq!(attempt["kind"], "delivered");
-    let a = events(&w.daemon, &good)
+    let a = w
+        .daemon
+        .trace(&good)
         .into_iter()
         .find(|e| e["kind"] == "attempt")
         .unwrap();
