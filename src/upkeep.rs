@@ -1,5 +1,6 @@
-//! The daemon's background upkeep: seals its events into their hash chain, keeps the accounting
-//! figure that must stay 0, and purges the bodies that are past their retention.
+//! The daemon's background upkeep: seals its events into their hash chain, checkpoints the
+//! SQLite write-ahead log, keeps the accounting figure that must stay 0, and purges the bodies
+//! that are past their retention.
 
 use crate::daemon::Context;
 use crate::store::now_ms;
@@ -22,7 +23,12 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
-            _ = seal.tick() => seal_events(&ctx).await,
+            _ = seal.tick() => {
+                seal_events(&ctx).await;
+                if let Err(e) = ctx.store.checkpoint().await {
+                    tracing::warn!(error = %e, "checkpointing the store's log failed; will try again");
+                }
+            }
             _ = account.tick() => account_messages(&ctx).await,
             _ = purge.tick() => purge_bodies(&ctx).await,
         }
