@@ -243,14 +243,3 @@ impl<'a> Rows<'a> {
 fn insert(table: &str, width: usize, rows: usize) -> String {
     format!("INSERT INTO {table} {}", values(width, rows, 1))
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_run_on_across_rows() {
-        assert_eq!(values(2, 2, 1), "VALUES ($1, $2), ($3, $4)");
-        assert_eq!(values(1, 3, 2), "VALUES ($2), ($3), ($4)");
-    }
-}

@@ -89,14 +89,9 @@ pub struct Queued {
 }
 
 impl Store {
-    /// Writes the message, its recipients and its `received` event in one transaction. When this
-    /// returns Ok, the message is on disk and the client may be told `250`.
-    pub async fn enqueue(&self, rec: &Recorder, m: &NewMessage, now: i64) -> Result<()> {
-        self.enqueue_with(rec, m, None, now).await
-    }
-
-    /// The same, with a notice to the sender queued in the same transaction.
-    pub async fn enqueue_with(
+    /// Writes the message, its recipients, its `received` event and the notice to its sender if
+    /// any, in one transaction of its own (PostgreSQL; SQLite goes through `group.rs`).
+    async fn enqueue_with(
         &self,
         rec: &Recorder,
         m: &NewMessage,
@@ -110,17 +105,17 @@ impl Store {
         tx.commit().await
     }
 
-    /// The same, taking the message: on SQLite it is committed together with the other writes
-    /// waiting at that moment (`group.rs`). When this returns Ok, it is on disk.
+    /// Queues an accepted message (and the notice about it): on SQLite it is committed together
+    /// with the other writes waiting at that moment (`group.rs`). When this returns Ok, it is
+    /// on disk and the client may be told `250`.
     pub async fn accept(
         &self,
         rec: &Recorder,
-        message: NewMessage,
+        mut message: NewMessage,
         notice: Option<NewMessage>,
         now: i64,
     ) -> Result<()> {
         if self.backend != Backend::Sqlite {
-            let mut message = message;
             self.expand([&mut message]).await?;
             self.enqueue_with(rec, &message, notice.as_ref(), now)
                 .await?;

@@ -351,6 +351,12 @@ impl Store {
 mod tests {
     use super::*;
 
+    #[test]
+    fn placeholders_run_on_across_rows() {
+        assert_eq!(values(2, 2, 1), "VALUES ($1, $2), ($3, $4)");
+        assert_eq!(values(1, 3, 2), "VALUES ($2), ($3), ($4)");
+    }
+
     /// Commits do not checkpoint the log themselves; `checkpoint` does, and the log's space is
     /// then used again instead of growing.
     #[tokio::test]
