@@ -147,6 +147,34 @@ async fn infected_attachment_is_replaced_and_the_rest_kept() {
     assert_eq!(again.verdict, Verdict::Clean, "{again:?}");
 }
 
+/// Above 16 KiB the message is parsed on a blocking thread, below on the task's own: both clean.
+#[tokio::test]
+async fn infected_attachment_is_removed_from_small_and_large_messages() {
+    let Some(address) = clamd() else { return };
+    let scanner = scanner(&address, Duration::from_secs(10));
+    for filler in [0usize, 40 << 10] {
+        let raw = MessageBuilder::new()
+            .from("ann@example.org")
+            .to("bob@example.net")
+            .subject("Figures")
+            .text_body("See attached.\r\n")
+            .attachment("application/octet-stream", "invoice.com", EICAR)
+            .attachment("application/pdf", "report.pdf", vec![b'%'; filler + 1])
+            .write_to_vec()
+            .unwrap();
+        assert_eq!(raw.len() > 16 << 10, filler > 0);
+        let report = scanner.scan(&raw).await.unwrap();
+        let Verdict::Cleaned { message } = &report.verdict else {
+            panic!("{} octets: {report:?}", raw.len())
+        };
+        assert_eq!(report.findings[0].filename.as_deref(), Some("invoice.com"));
+        assert_eq!(
+            part_named(message, "report.pdf"),
+            part_named(&raw, "report.pdf")
+        );
+    }
+}
+
 #[tokio::test]
 async fn virus_inside_a_zip_attachment_is_removed() {
     let Some(address) = clamd() else { return };

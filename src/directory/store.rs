@@ -161,10 +161,9 @@ impl Store {
         let mut pairs = Vec::new();
         // A few hundred addresses per statement: a group of messages can name thousands.
         for chunk in addresses.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT address, delegate FROM delegations WHERE address IN ({})",
-                marks.join(", ")
+                self.backend.marks(1, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for a in chunk {

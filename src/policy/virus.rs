@@ -66,6 +66,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// Messages up to this size are parsed on the task's own thread. mail-parser's time grows with
+/// the square of the size on sibling multiparts whose boundaries never come (measured, release
+/// build: 16 KiB 1.7 ms, 32 KiB 5 ms, 128 KiB 87 ms).
+const INLINE_PARSE: usize = 16 << 10;
+
 /// `[policy.virus]`: where clamd listens and how long it may take.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -215,18 +220,29 @@ impl Scanner {
     pub async fn scan(&self, raw: &[u8]) -> Result<Report, ScanError> {
         let deadline = Instant::now() + self.timeout;
         // mail-parser's full parse can take seconds on hostile MIME (boundaries that never come):
-        // it runs on a blocking thread, so the stage's time bound still answers the client.
-        let (owned, max_parts) = (raw.to_vec(), self.max_parts);
-        let (parsed_ok, walk) = tokio::task::spawn_blocking(move || {
-            let parsed = MessageParser::default().parse(&owned);
-            let walk = match &parsed {
-                Some(message) => walk(message, max_parts).into_owned(),
-                None => Walk::default(),
-            };
+        // it runs on a blocking thread, so the stage's time bound still answers the client. A
+        // small message is parsed in place: the hand-off (two thread wake-ups) costs more than
+        // the parse, and the worst such MIME of this size takes ≈ 2 ms.
+        let parsed;
+        let (parsed_ok, walk) = if raw.len() <= INLINE_PARSE {
+            parsed = MessageParser::default().parse(raw);
+            let walk = parsed
+                .as_ref()
+                .map_or_else(Walk::default, |m| walk(m, self.max_parts));
             (parsed.is_some(), walk)
-        })
-        .await
-        .map_err(|e| ScanError::Refused(format!("MIME walk failed: {e}")))?;
+        } else {
+            let (owned, max_parts) = (raw.to_vec(), self.max_parts);
+            tokio::task::spawn_blocking(move || {
+                let parsed = MessageParser::default().parse(&owned);
+                let walk = match &parsed {
+                    Some(message) => walk(message, max_parts).into_owned(),
+                    None => Walk::default(),
+                };
+                (parsed.is_some(), walk)
+            })
+            .await
+            .map_err(|e| ScanError::Refused(format!("MIME walk failed: {e}")))?
+        };
         let mut report = Report {
             verdict: Verdict::Clean,
             findings: Vec::new(),

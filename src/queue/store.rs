@@ -101,7 +101,7 @@ impl Store {
         let mut rows = Rows::default();
         rows.accept(rec, m, notice, now);
         let mut tx = self.begin_write().await?;
-        rows.write(&mut tx).await?;
+        rows.write(self.backend, &mut tx).await?;
         tx.commit().await
     }
 
@@ -235,7 +235,7 @@ impl Store {
             query = query.bind(d);
         }
         let _turn = self.turn().await;
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&self.leases).await?;
         rows.iter()
             .map(|r| {
                 Ok(Claimed {
@@ -326,50 +326,49 @@ impl Store {
         let mut rows = Rows::default();
         rows.finish(rec, &outcomes, notice.as_ref(), now);
         let mut tx = self.begin_write().await?;
-        rows.write(&mut tx).await?;
+        rows.write(self.backend, &mut tx).await?;
         tx.commit().await
     }
 
     /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
     pub async fn extend_lease(&self, owner: &str, ids: &[i64], until: i64) -> Result<()> {
-        self.update_leases("lease_until = $2", owner, Some(until), ids)
-            .await
+        self.update_leases(owner, Some(until), ids).await
     }
 
     /// Gives back the leases on these recipients (claimed, but not started: no free slot).
     pub async fn release_ids(&self, owner: &str, ids: &[i64]) -> Result<()> {
-        self.update_leases("lease_owner = NULL, lease_until = NULL", owner, None, ids)
-            .await
+        self.update_leases(owner, None, ids).await
     }
 
-    /// One statement per few hundred recipients, not one per recipient: the scheduler gives
-    /// back most of a claim when its destinations are busy.
-    async fn update_leases(
-        &self,
-        set: &'static str,
-        owner: &str,
-        until: Option<i64>,
-        ids: &[i64],
-    ) -> Result<()> {
-        let first = if until.is_some() { 3 } else { 2 };
+    /// Extends the leases until `until`, or gives them back. One statement per few hundred
+    /// recipients, not one per recipient: the scheduler gives back most of a claim when its
+    /// destinations are busy.
+    async fn update_leases(&self, owner: &str, until: Option<i64>, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let b = self.backend;
+        let (set, first) = match until {
+            Some(_) => (format!("lease_until = {}", b.marks(1, 1)), 2),
+            None => ("lease_owner = NULL, lease_until = NULL".to_string(), 1),
+        };
         let _turn = self.turn().await;
         for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (0..chunk.len())
-                .map(|i| format!("${}", i + first))
-                .collect();
-            // Built from constants and placeholders only.
+            // Built from constants and placeholders only, bound in the order of the text.
             let sql = format!(
-                "UPDATE recipients SET {set} WHERE lease_owner = $1 AND id IN ({})",
-                marks.join(", ")
+                "UPDATE recipients SET {set} WHERE lease_owner = {} AND id IN ({})",
+                b.marks(first, 1),
+                b.marks(first + 1, chunk.len())
             );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             if let Some(u) = until {
                 q = q.bind(u);
             }
+            q = q.bind(owner);
             for id in chunk {
                 q = q.bind(id);
             }
-            q.execute(&self.pool).await?;
+            q.execute(&self.leases).await?;
         }
         Ok(())
     }
@@ -383,7 +382,7 @@ impl Store {
              WHERE lease_owner = $1 AND status IN ('queued', 'deferred')",
         )
         .bind(owner)
-        .execute(&self.pool)
+        .execute(&self.leases)
         .await?;
         Ok(done.rows_affected())
     }
@@ -401,7 +400,7 @@ impl Store {
         let mut rows = Rows::default();
         rows.notice(rec, original, notice, now);
         let mut tx = self.begin_write().await?;
-        rows.write(&mut tx).await?;
+        rows.write(self.backend, &mut tx).await?;
         tx.commit().await
     }
 }

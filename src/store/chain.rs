@@ -125,7 +125,7 @@ impl Store {
                     "WITH v (id, seq, prev_hash, hash) AS ({}) \
                      UPDATE events SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
                      FROM v WHERE events.id = v.id AND events.seq IS NULL",
-                    super::values(4, chunk.len(), 1)
+                    self.backend.values(4, chunk.len(), 1)
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for (id, seq, prev, hash) in chunk {

@@ -27,6 +27,9 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// Where queue leases are written: on SQLite a connection that does not sync its commits
+    /// (see `connect`); on PostgreSQL the same pool.
+    pub(crate) leases: AnyPool,
     pub(crate) backend: Backend,
     /// SQLite only: the task that commits concurrent acceptances together (`queue/group.rs`),
     /// started at the first one.
@@ -65,20 +68,41 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
-/// `VALUES ($first, …), (…)`: `rows` tuples of `width` placeholders, for multi-row statements.
-pub(crate) fn values(width: usize, rows: usize, first: usize) -> String {
-    let mut sql = String::from("VALUES ");
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for col in 0..width {
-            if col > 0 {
+impl Backend {
+    /// `n` placeholders for parameters bound one after the other, comma-separated: `$first, …`
+    /// on PostgreSQL, bare `?` on SQLite. sqlx asks SQLite for the name of every parameter it
+    /// binds, and SQLite finds a numbered parameter's name (`$7`, `?7`) by a linear search, as it
+    /// does when preparing one: a statement of 1,000 such parameters cost half a million steps
+    /// twice over (the event sealer's batch took 4–5 ms). Bare `?` are numbered by position, so a
+    /// statement built with these must use them throughout, each value bound once, in the order
+    /// of the text.
+    pub(crate) fn marks(self, first: usize, n: usize) -> String {
+        let mut sql = String::with_capacity(n * 6);
+        for i in 0..n {
+            if i > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!("${}", first + row * width + col));
+            match self {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(first + i).to_string());
+                }
+            }
         }
-        sql.push(')');
+        sql
     }
-    sql
+
+    /// `VALUES (…), (…)`: `rows` tuples of `width` placeholders from `first`, as [`Self::marks`].
+    pub(crate) fn values(self, width: usize, rows: usize, first: usize) -> String {
+        let mut sql = String::from("VALUES ");
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "(" } else { ", (" });
+            sql.push_str(&self.marks(first + row * width, width));
+            sql.push(')');
+        }
+        sql
+    }
 }
 
 /// Unix time in milliseconds: how every time is kept in the store.
@@ -160,6 +184,38 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// A pool on `url`; `synchronous` is SQLite's setting for its connections.
+async fn open(url: &str, backend: Backend, max: u32, synchronous: &'static str) -> Result<AnyPool> {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // FULL: the WAL is synced at every commit, so a 250 survives power loss.
+                // No automatic checkpoint: it would run inside whichever commit crossed 1,000
+                // pages, copying the log into the database and syncing it while every waiting
+                // client waits too. The daemon checkpoints every second beside the writers
+                // (`checkpoint`); closing the last connection, as a command-line run does,
+                // checkpoints as well.
+                let setup = match backend {
+                    Backend::Sqlite => format!(
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous={synchronous}; \
+                         PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; \
+                         PRAGMA wal_autocheckpoint=0;"
+                    ),
+                    Backend::Postgres => "SET synchronous_commit = on".into(),
+                };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+                    .execute(conn)
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to the store {}", redact(url)))
+}
+
 impl Store {
     /// Connects to `sqlite://PATH` (created with its folder when missing) or `postgres://…`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store> {
@@ -182,34 +238,18 @@ impl Store {
         } else {
             (Backend::Postgres, url.to_owned())
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    let setup = match backend {
-                        // FULL: the WAL is synced at every commit, so a 250 survives power loss.
-                        // No automatic checkpoint: it would run inside whichever commit crossed
-                        // 1,000 pages, copying the log into the database and syncing it while
-                        // every waiting client waits too. The daemon checkpoints every second
-                        // beside the writers (`checkpoint`); closing the last connection, as a
-                        // command-line run does, checkpoints as well.
-                        Backend::Sqlite => {
-                            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; \
-                             PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000; \
-                             PRAGMA wal_autocheckpoint=0;"
-                        }
-                        Backend::Postgres => "SET synchronous_commit = on",
-                    };
-                    sqlx::raw_sql(setup).execute(conn).await?;
-                    Ok(())
-                })
-            })
-            .connect(&url)
-            .await
-            .with_context(|| format!("connecting to the store {}", redact(&url)))?;
+        let pool = open(&url, backend, max_connections, "FULL").await?;
+        // Leases are taken and given back several times a second under load, and need no sync:
+        // a claim lost in a crash leaves its recipients due, as they were; the next commit with
+        // `synchronous=FULL` syncs the log with every frame before it. One connection, as the
+        // writers take turns anyway.
+        let leases = match backend {
+            Backend::Sqlite => open(&url, backend, 1, "NORMAL").await?,
+            Backend::Postgres => pool.clone(),
+        };
         Ok(Store {
             pool,
+            leases,
             backend,
             group: Default::default(),
             writer: Default::default(),
@@ -343,6 +383,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // The leases' pool first: SQLite checkpoints when the last connection closes.
+        self.leases.close().await;
         self.pool.close().await;
     }
 }
@@ -353,8 +395,31 @@ mod tests {
 
     #[test]
     fn placeholders_run_on_across_rows() {
-        assert_eq!(values(2, 2, 1), "VALUES ($1, $2), ($3, $4)");
-        assert_eq!(values(1, 3, 2), "VALUES ($2), ($3), ($4)");
+        let pg = Backend::Postgres;
+        assert_eq!(pg.values(2, 2, 1), "VALUES ($1, $2), ($3, $4)");
+        assert_eq!(pg.values(1, 3, 2), "VALUES ($2), ($3), ($4)");
+        assert_eq!(Backend::Sqlite.values(2, 2, 1), "VALUES (?, ?), (?, ?)");
+        assert_eq!(pg.marks(3, 2), "$3, $4");
+        assert_eq!(Backend::Sqlite.marks(3, 2), "?, ?");
+    }
+
+    /// Messages and outcomes are synced at every commit; leases, which a crash may lose, are not.
+    #[tokio::test]
+    async fn only_the_leases_connection_skips_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::connect(&url, 2).await.unwrap();
+        let synchronous = |pool: AnyPool| async move {
+            let row = sqlx::query("PRAGMA synchronous")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            sqlx::Row::try_get::<i64, _>(&row, 0).unwrap()
+        };
+        // 2 is FULL, 1 NORMAL.
+        assert_eq!(synchronous(store.pool.clone()).await, 2);
+        assert_eq!(synchronous(store.leases.clone()).await, 1);
+        store.close().await;
     }
 
     /// Commits do not checkpoint the log themselves; `checkpoint` does, and the log's space is
