@@ -10,6 +10,7 @@
 //! phases it cares about, a name in [`StageName`], and a line in `Pipeline::build`.
 
 pub mod auth;
+mod clamd;
 pub mod dnsbl;
 pub mod limits;
 pub mod pipeline;

@@ -46,12 +46,14 @@
 //!
 //! # clamd
 //!
-//! clamav-client speaks INSTREAM, one connection per call. It has no timeout and returns clamd's
-//! `… ERROR` replies as success, so every call here runs under one deadline for the whole scan
-//! (`timeout`) and the reply is parsed here: `stream: OK`, `stream: NAME FOUND`, `… ERROR`.
+//! Scans go over clamd sessions kept open between messages (`clamd.rs`); clamav-client, which
+//! opens a connection per call, sends the readiness PING. Every call runs under one deadline for
+//! the whole scan (`timeout`) and the reply is parsed here: `stream: OK`, `stream: NAME FOUND`,
+//! `… ERROR`.
 //! Any [`ScanError`] means the message was not scanned: the caller temp-fails it, never lets it
 //! pass.
 
+use super::clamd::{Address, Sessions};
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::mime::MimePart;
 use mail_parser::decoders::base64::base64_decode;
@@ -63,6 +65,7 @@ use std::fmt;
 use std::io::{Cursor, Read};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -153,41 +156,26 @@ pub struct Finding {
     pub virus: String,
 }
 
-/// A client for one clamd; cheap to clone, one connection per call.
+/// A client for one clamd; cheap to clone (clones share the open sessions).
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    clamd: Clamd,
+    clamd: Arc<Sessions>,
     timeout: Duration,
     max_parts: usize,
 }
 
-#[derive(Debug, Clone)]
-enum Clamd {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
-impl fmt::Display for Clamd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Clamd::Tcp(address) => f.write_str(address),
-            Clamd::Unix(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
 /// INSTREAM chunk size: clamav-client's default of 4 KiB means two writes per 4 KiB.
-const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 
 impl Scanner {
     pub fn new(cfg: &VirusConfig) -> Scanner {
         let clamd = if cfg.clamd.starts_with('/') {
-            Clamd::Unix(PathBuf::from(&cfg.clamd))
+            Address::Unix(PathBuf::from(&cfg.clamd))
         } else {
-            Clamd::Tcp(cfg.clamd.clone())
+            Address::Tcp(cfg.clamd.clone())
         };
         Scanner {
-            clamd,
+            clamd: Arc::new(Sessions::new(clamd)),
             timeout: cfg.timeout,
             max_parts: cfg.max_parts,
         }
@@ -197,19 +185,22 @@ impl Scanner {
     pub async fn ping(&self) -> Result<(), ScanError> {
         use clamav_client::tokio::{Socket, Tcp, ping};
         let call = async {
-            match &self.clamd {
-                Clamd::Tcp(address) => {
+            match self.clamd.address() {
+                Address::Tcp(address) => {
                     ping(Tcp {
                         host_address: address.as_str(),
                     })
                     .await
                 }
-                Clamd::Unix(path) => ping(Socket { socket_path: path }).await,
+                Address::Unix(path) => ping(Socket { socket_path: path }).await,
             }
         };
         match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(ScanError::Timeout),
-            Ok(Err(e)) => Err(ScanError::Unreachable(format!("{}: {e}", self.clamd))),
+            Ok(Err(e)) => Err(ScanError::Unreachable(format!(
+                "{}: {e}",
+                self.clamd.address()
+            ))),
             Ok(Ok(reply)) if reply_text(&reply) == "PONG" => Ok(()),
             Ok(Ok(reply)) => Err(ScanError::Refused(reply_text(&reply))),
         }
@@ -320,46 +311,15 @@ impl Scanner {
 
     /// One INSTREAM: `None` when clean, the signature name when infected.
     async fn instream(&self, data: &[u8], deadline: Instant) -> Result<Option<String>, ScanError> {
-        let chunk = data.len().clamp(1, CHUNK);
-        let clamd = Buffered {
-            clamd: &self.clamd,
-            capacity: chunk + 16,
-        };
-        let call = clamav_client::tokio::scan_buffer(data, clamd, Some(chunk));
+        let call = self.clamd.instream(data, CHUNK);
         match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Err(ScanError::Timeout),
-            Ok(Err(e)) => Err(ScanError::Unreachable(format!("{}: {e}", self.clamd))),
-            Ok(Ok(reply)) => parse_reply(&reply),
+            Ok(Err(e)) => Err(ScanError::Unreachable(format!(
+                "{}: {e}",
+                self.clamd.address()
+            ))),
+            Ok(Ok(reply)) => parse_reply(reply.as_bytes()),
         }
-    }
-}
-
-/// A clamd connection with the request buffered. clamav-client writes the command, each chunk's
-/// length, the chunk and the end marker separately; clamd, which reads every connection from
-/// one polling thread, then wakes once per piece, and under load that cost it 2.5 times the CPU
-/// of the scan itself (0.9 against 0.36 ms for a 10 KiB message, bench/README.md). Buffered,
-/// a message up to one chunk goes out in one write.
-struct Buffered<'a> {
-    clamd: &'a Clamd,
-    capacity: usize,
-}
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-impl clamav_client::tokio::TransportProtocol for Buffered<'_> {
-    type Stream = tokio::io::BufWriter<Box<dyn Io>>;
-
-    async fn connect(&self) -> std::io::Result<Self::Stream> {
-        let stream: Box<dyn Io> = match self.clamd {
-            Clamd::Tcp(address) => {
-                let tcp = tokio::net::TcpStream::connect(address.as_str()).await?;
-                tcp.set_nodelay(true)?;
-                Box::new(tcp)
-            }
-            Clamd::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
-        };
-        Ok(tokio::io::BufWriter::with_capacity(self.capacity, stream))
     }
 }
 
@@ -933,10 +893,13 @@ mod tests {
             toml::from_str("clamd = \"/run/clamav/clamd.ctl\"\ntimeout = \"5s\"").unwrap();
         assert_eq!(cfg.timeout, Duration::from_secs(5));
         assert_eq!(cfg.max_parts, 1000);
-        assert!(matches!(Scanner::new(&cfg).clamd, Clamd::Unix(_)));
         assert!(matches!(
-            Scanner::new(&VirusConfig::default()).clamd,
-            Clamd::Tcp(_)
+            Scanner::new(&cfg).clamd.address(),
+            Address::Unix(_)
+        ));
+        assert!(matches!(
+            Scanner::new(&VirusConfig::default()).clamd.address(),
+            Address::Tcp(_)
         ));
         assert!(toml::from_str::<VirusConfig>("clamd_host = \"x\"").is_err());
     }
