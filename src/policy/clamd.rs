@@ -24,6 +24,9 @@ use tokio::time::Instant;
 const IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Idle sessions kept at most; a burst above this opens more, closed after use.
 const MAX_IDLE: usize = 64;
+/// The request buffer of each session: a message this size goes out in one write, a larger one
+/// in a write per chunk. Kept small, as every idle session holds one.
+const BUFFER: usize = 32 << 10;
 /// A reply longer than this is not clamd's.
 const MAX_REPLY: usize = 4096;
 
@@ -123,7 +126,7 @@ impl Sessions {
             }
             Address::Unix(path) => Box::new(tokio::net::UnixStream::connect(path).await?),
         };
-        let mut stream = BufWriter::with_capacity(super::virus::CHUNK + 16, stream);
+        let mut stream = BufWriter::with_capacity(BUFFER, stream);
         // Sent with the first request, in the same write.
         stream.write_all(b"zIDSESSION\0").await?;
         Ok(Session {

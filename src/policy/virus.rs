@@ -165,7 +165,7 @@ pub struct Scanner {
 }
 
 /// INSTREAM chunk size: clamav-client's default of 4 KiB means two writes per 4 KiB.
-pub(super) const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 256 * 1024;
 
 impl Scanner {
     pub fn new(cfg: &VirusConfig) -> Scanner {
