@@ -1,9 +1,11 @@
 //! The store: one small interface over two sqlx backends, SQLite (embedded, one node) and
 //! PostgreSQL (several nodes). Queries are written once in the SQL both understand (`$1`
-//! placeholders, `RETURNING`, integers for times); where they differ, `Backend` says which.
+//! placeholders, `RETURNING`, integers for times); where they differ, `Backend` says which, and
+//! statements of many parameters take theirs from [`Backend::marks`].
 //!
 //! Durability: a `250` is sent only after the transaction that holds the message commits.
-//! SQLite runs in WAL mode with `synchronous=FULL`; PostgreSQL with `synchronous_commit=on`.
+//! SQLite runs in WAL mode with `synchronous=FULL` (queue leases apart, see `connect`);
+//! PostgreSQL with `synchronous_commit=on`.
 
 pub mod chain;
 pub mod events;
