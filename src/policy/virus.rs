@@ -74,6 +74,14 @@ use tokio::time::Instant;
 /// build: 16 KiB 1.7 ms, 32 KiB 5 ms, 128 KiB 87 ms).
 const INLINE_PARSE: usize = 16 << 10;
 
+/// Whether mail-parser could parse the message, and its leaves to scan.
+fn parse_and_walk(raw: &[u8], max_parts: usize) -> (bool, Walk<'static>) {
+    match MessageParser::default().parse(raw) {
+        Some(message) => (true, walk(&message, max_parts).into_owned()),
+        None => (false, Walk::default()),
+    }
+}
+
 /// `[policy.virus]`: where clamd listens and how long it may take.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -164,7 +172,8 @@ pub struct Scanner {
     max_parts: usize,
 }
 
-/// INSTREAM chunk size: clamav-client's default of 4 KiB means two writes per 4 KiB.
+/// INSTREAM chunk size: large, so that a message goes out in few writes (clamd limits only the
+/// stream's total, `StreamMaxLength`).
 const CHUNK: usize = 256 * 1024;
 
 impl Scanner {
@@ -214,25 +223,13 @@ impl Scanner {
         // it runs on a blocking thread, so the stage's time bound still answers the client. A
         // small message is parsed in place: the hand-off (two thread wake-ups) costs more than
         // the parse, and the worst such MIME of this size takes ≈ 2 ms.
-        let parsed;
         let (parsed_ok, walk) = if raw.len() <= INLINE_PARSE {
-            parsed = MessageParser::default().parse(raw);
-            let walk = parsed
-                .as_ref()
-                .map_or_else(Walk::default, |m| walk(m, self.max_parts));
-            (parsed.is_some(), walk)
+            parse_and_walk(raw, self.max_parts)
         } else {
             let (owned, max_parts) = (raw.to_vec(), self.max_parts);
-            tokio::task::spawn_blocking(move || {
-                let parsed = MessageParser::default().parse(&owned);
-                let walk = match &parsed {
-                    Some(message) => walk(message, max_parts).into_owned(),
-                    None => Walk::default(),
-                };
-                (parsed.is_some(), walk)
-            })
-            .await
-            .map_err(|e| ScanError::Refused(format!("MIME walk failed: {e}")))?
+            tokio::task::spawn_blocking(move || parse_and_walk(&owned, max_parts))
+                .await
+                .map_err(|e| ScanError::Refused(format!("MIME walk failed: {e}")))?
         };
         let mut report = Report {
             verdict: Verdict::Clean,
