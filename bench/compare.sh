@@ -36,6 +36,8 @@ BUILD=${BUILD:-1}             # 0: use the binaries already built
 KEEP=${KEEP:-0}               # 1: keep the scratch directory (logs, configs, queues)
 PERF=${PERF:-0}               # 1: profile Passerelle (perf record) in each set's first
                               # throughput run and print where its CPU time goes
+CLAMD_VIA=${CLAMD_VIA:-unix}  # how Passerelle reaches clamd: unix (its socket; the message is
+                              # passed as a descriptor, FILDES) or tcp (INSTREAM streams)
 CLAMD_TMP=${CLAMD_TMP:-tmpfs} # clamd's TemporaryDirectory, where it writes every stream it
                               # scans: tmpfs (/dev/shm, as deploy/README.md advises) or disk
 
@@ -399,7 +401,7 @@ stages = ["limits", "virus", "spam"]
 stages = ["limits", "virus", "spam"]
 
 [policy.virus]
-clamd = "$CLAMD_ADDRESS"
+clamd = "$([ "$CLAMD_VIA" = tcp ] && echo "$CLAMD_ADDRESS" || echo "$CLAMD_SOCKET")"
 
 [queue]
 per_destination = $PER_DESTINATION

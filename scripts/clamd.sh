@@ -55,7 +55,7 @@ clamd_start() {
             echo "StreamMaxLength 60M"
             # Encrypted archives pass unscanned (recorded by the gateway), not as Heuristics.Encrypted.
             echo "AlertEncrypted no"
-            echo "MaxThreads 8"
+            echo "MaxThreads ${CLAMD_THREADS:-8}"
             echo "SelfCheck 0"
             if [ "$(id -u)" -eq 0 ]; then
                 echo "User root"

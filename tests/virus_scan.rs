@@ -290,8 +290,11 @@ async fn encrypted_zip_passes_unscanned_and_is_recorded() {
     assert_eq!(report.unscanned_encrypted, ["secret.zip"]);
 }
 
+/// Over clamd's Unix socket each scan passes the message as a file descriptor (FILDES): clean,
+/// infected attachment (in a message above the 1 MiB the memory file is written in at once),
+/// infected body, virus in a zip, one after the other on the same session.
 #[tokio::test]
-async fn unix_socket_works_too() {
+async fn unix_socket_passes_descriptors() {
     let Some(_) = clamd() else { return };
     let Ok(socket) = std::env::var("CLAMD_SOCKET") else {
         eprintln!("CLAMD_SOCKET is not set: Unix socket test skipped");
@@ -299,12 +302,54 @@ async fn unix_socket_works_too() {
     };
     let scanner = scanner(&socket, Duration::from_secs(10));
     scanner.ping().await.unwrap();
-    let raw = with_attachment("application/octet-stream", "invoice.com", EICAR);
+    let log = std::path::Path::new(&socket).with_file_name("clamd.log");
+    let found_in_memory_files = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("memfd:passerelle-scan") && l.ends_with(" FOUND"))
+            .count()
+    };
+    let before = found_in_memory_files(&log);
+
+    let clean = with_attachment("application/pdf", "figures.pdf", PDF);
+    assert_eq!(scanner.scan(&clean).await.unwrap().verdict, Verdict::Clean);
+
+    let big = MessageBuilder::new()
+        .from("ann@example.org")
+        .to("bob@example.net")
+        .subject("Scans")
+        .text_body("See attached.\r\n")
+        .attachment("application/pdf", "scan.pdf", vec![b'%'; 3 << 20])
+        .attachment("application/octet-stream", "invoice.com", EICAR)
+        .write_to_vec()
+        .unwrap();
+    let report = scanner.scan(&big).await.unwrap();
+    let Verdict::Cleaned { message } = &report.verdict else {
+        panic!("{report:?}")
+    };
+    assert_eq!(report.findings[0].filename.as_deref(), Some("invoice.com"));
+    assert_eq!(
+        part_named(message, "scan.pdf"),
+        part_named(&big, "scan.pdf")
+    );
+
+    let mut body = b"From: ann@example.org\r\nSubject: hi\r\n\r\nHello,\r\n".to_vec();
+    body.extend_from_slice(EICAR);
+    body.extend_from_slice(b"\r\n");
+    let report = scanner.scan(&body).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+
+    let archive = zip(&[("eicar.com", EICAR)], SimpleFileOptions::default());
+    let raw = with_attachment("application/zip", "invoice.zip", &archive);
     let report = scanner.scan(&raw).await.unwrap();
     assert!(
         matches!(report.verdict, Verdict::Cleaned { .. }),
         "{report:?}"
     );
+
+    // Three findings, each in a file clamd was handed (it logs a descriptor's file by its path).
+    assert_eq!(found_in_memory_files(&log) - before, 3);
 }
 
 #[tokio::test]

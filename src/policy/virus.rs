@@ -46,10 +46,10 @@
 //!
 //! # clamd
 //!
-//! Scans go over clamd sessions kept open between messages (`clamd.rs`); clamav-client, which
-//! opens a connection per call, sends the readiness PING. Every call runs under one deadline for
-//! the whole scan (`timeout`) and the reply is parsed here: `stream: OK`, `stream: NAME FOUND`,
-//! `… ERROR`.
+//! Scans go over clamd sessions kept open between messages (`clamd.rs`): streamed over TCP, a
+//! file descriptor over the Unix socket. clamav-client, which opens a connection per call, sends
+//! the readiness PING. Every call runs under one deadline for the whole scan (`timeout`) and the
+//! reply is parsed here: `stream: OK` (or `fd[N]: OK`), `stream: NAME FOUND`, `… ERROR`.
 //! Any [`ScanError`] means the message was not scanned: the caller temp-fails it, never lets it
 //! pass.
 
@@ -172,8 +172,8 @@ pub struct Scanner {
     max_parts: usize,
 }
 
-/// INSTREAM chunk size: large, so that a message goes out in few writes (clamd limits only the
-/// stream's total, `StreamMaxLength`).
+/// INSTREAM chunk size (TCP): large, so that a message goes out in few writes (clamd limits only
+/// the stream's total, `StreamMaxLength`).
 const CHUNK: usize = 256 * 1024;
 
 impl Scanner {
@@ -252,7 +252,7 @@ impl Scanner {
             if leaf.data.is_empty() {
                 continue;
             }
-            let Some(virus) = self.instream(&leaf.data, deadline).await? else {
+            let Some(virus) = self.scan_one(&leaf.data, deadline).await? else {
                 continue;
             };
             report.findings.push(Finding {
@@ -295,7 +295,7 @@ impl Scanner {
         mut report: Report,
         deadline: Instant,
     ) -> Result<Report, ScanError> {
-        if let Some(virus) = self.instream(raw, deadline).await? {
+        if let Some(virus) = self.scan_one(raw, deadline).await? {
             report.findings.push(Finding {
                 part: String::new(),
                 filename: None,
@@ -306,9 +306,9 @@ impl Scanner {
         Ok(report)
     }
 
-    /// One INSTREAM: `None` when clean, the signature name when infected.
-    async fn instream(&self, data: &[u8], deadline: Instant) -> Result<Option<String>, ScanError> {
-        let call = self.clamd.instream(data, CHUNK);
+    /// One scan: `None` when clean, the signature name when infected.
+    async fn scan_one(&self, data: &[u8], deadline: Instant) -> Result<Option<String>, ScanError> {
+        let call = self.clamd.scan(data, CHUNK);
         match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Err(ScanError::Timeout),
             Ok(Err(e)) => Err(ScanError::Unreachable(format!(
