@@ -682,7 +682,7 @@ fn is_encrypted(
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Zip members looked at per archive, and the largest nested zip read into memory.

@@ -62,10 +62,7 @@ impl DataDecoder {
             // Inside a line, a run of bytes up to the next CR or LF changes nothing but the line
             // length and the body: taken at once rather than a byte at a time through `step`.
             if self.state == State::Mid || (self.state == State::LineStart && input[i] != b'.') {
-                let run = input[i..]
-                    .iter()
-                    .position(|&b| b == b'\r' || b == b'\n')
-                    .unwrap_or(input.len() - i);
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
                 if run > 0 {
                     self.line_len += run;
                     if self.line_len > MAX_TEXT_LINE {

@@ -191,6 +191,10 @@ async fn open(url: &str, backend: Backend, max: u32, synchronous: &'static str) 
     AnyPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
+        // A SQLite connection is a handle in this process and cannot go stale: pinging it at
+        // every acquire (sqlx's default) only cost two thread hand-offs. A PostgreSQL one can
+        // (a server restart), and is still pinged.
+        .test_before_acquire(backend == Backend::Postgres)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 // FULL: the WAL is synced at every commit, so a 250 survives power loss.
