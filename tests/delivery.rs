@@ -36,6 +36,7 @@ async fn inbound_message_is_delivered_and_traced(backend: Backend) {
     assert_eq!(got[0].mail_from, "alice@client.test");
     assert_eq!(got[0].rcpts, ["bob@example.test"]);
     assert!(got[0].tls, "delivery must use STARTTLS");
+    assert!(got[0].pipelined, "the sink offers PIPELINING");
     let text = got[0].text();
     assert!(
         text.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.test"),
@@ -156,8 +157,54 @@ async fn no_delivery_in_clear(backend: Backend) {
     assert!(sink.wait_for(1).await[0].tls);
 }
 
+/// Lines that start with a dot reach the next hop as they were written (stuffed on the way in,
+/// stored plain, stuffed again on the way out), the message's first line included.
+async fn dotted_lines_arrive_as_written(backend: Backend) {
+    let (cfg, sink) = setup(backend).await;
+    let daemon = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
+    c.secure().await;
+    let body =
+        "From: alice@client.test\r\nSubject: dots\r\n\r\n.one\r\n..two\r\n.\r\n...\r\nend\r\n";
+    c.send_mail("alice@client.test", &["bob@example.test"], body)
+        .await
+        .expect(250);
+    let got = sink.wait_for(1).await;
+    assert!(got[0].text().ends_with(body), "{:?}", got[0].text());
+}
+
+/// A next hop without PIPELINING gets one command at a time, and each recipient still its own
+/// fate.
+async fn one_command_at_a_time_without_pipelining(backend: Backend) {
+    let (cfg, sink) = setup(backend).await;
+    sink.script().no_pipelining = true;
+    sink.script()
+        .rcpt
+        .insert("gone@example.test".into(), "550 5.1.1 no such user".into());
+    let daemon = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
+    c.secure().await;
+    let rcpts = ["gone@example.test", "bob@example.test"];
+    let id = c
+        .send_mail("alice@client.test", &rcpts, &message("one by one"))
+        .await
+        .expect(250)
+        .queued_id();
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0].rcpts, ["bob@example.test"]);
+    assert!(!got[0].pipelined);
+    support::eventually("the failed event", || async {
+        let out = daemon.cli(&["trace", &id]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text.contains(" failed ") && text.contains(" delivered ")).then_some(())
+    })
+    .await;
+}
+
 on_both_stores!(
     inbound_message_is_delivered_and_traced,
     per_recipient_outcomes,
+    one_command_at_a_time_without_pipelining,
+    dotted_lines_arrive_as_written,
     no_delivery_in_clear
 );

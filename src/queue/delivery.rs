@@ -13,9 +13,9 @@ use crate::dsn::Action;
 use crate::store::now_ms;
 use mail_send::SmtpClient;
 use serde_json::{Value, json};
-use smtp_proto::{EXT_START_TLS, Response};
+use smtp_proto::{EXT_PIPELINING, EXT_START_TLS, Response};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -263,7 +263,8 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
         .map_err(|e| format!("4.4.2 EHLO: {e}"))?;
     if !ehlo.has_capability(EXT_START_TLS) {
         if target.tls == RouteTls::Opportunistic {
-            return Ok(Conn::Plain(client));
+            let pipelining = ehlo.has_capability(EXT_PIPELINING);
+            return Ok(Conn::Plain { client, pipelining });
         }
         return Err(format!(
             "4.7.4 TLS policy {} but the server does not offer STARTTLS",
@@ -283,7 +284,7 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
         .await
         .map_err(|e| format!("4.7.5 TLS with {}: {e}", target.host))?;
     let facts = crate::tls::facts(client.tls_connection());
-    client
+    let ehlo = client
         .ehlo(me)
         .await
         .map_err(|e| format!("4.4.2 EHLO after STARTTLS: {e}"))?;
@@ -291,17 +292,23 @@ async fn connect(ctx: &Context, target: &Target) -> std::result::Result<Conn, St
         client: Box::new(client),
         facts,
         verified,
+        pipelining: ehlo.has_capability(EXT_PIPELINING),
     })
 }
 
 /// An open SMTP client connection, in clear only under the opportunistic policy.
+/// `pipelining`: the server offered PIPELINING (RFC 2920) in its last EHLO.
 pub enum Conn {
     Tls {
         client: Box<SmtpClient<TlsStream<TcpStream>>>,
         facts: crate::envelope::TlsFacts,
         verified: bool,
+        pipelining: bool,
     },
-    Plain(SmtpClient<TcpStream>),
+    Plain {
+        client: SmtpClient<TcpStream>,
+        pipelining: bool,
+    },
 }
 
 impl Conn {
@@ -315,7 +322,7 @@ impl Conn {
                 detail["tls_cipher"] = json!(facts.cipher);
                 detail["tls_verified"] = json!(verified);
             }
-            Conn::Plain(_) => detail["tls_version"] = json!("none"),
+            Conn::Plain { .. } => detail["tls_version"] = json!("none"),
         }
         detail["reused_connection"] = json!(reused);
     }
@@ -327,70 +334,165 @@ impl Conn {
         return_path: &str,
     ) -> std::result::Result<Vec<Result>, String> {
         match self {
-            Conn::Tls { client, .. } => transaction(client, msg, rcpts, return_path).await,
-            Conn::Plain(client) => transaction(client, msg, rcpts, return_path).await,
+            Conn::Tls {
+                client, pipelining, ..
+            } => transaction(client, *pipelining, msg, rcpts, return_path).await,
+            Conn::Plain { client, pipelining } => {
+                transaction(client, *pipelining, msg, rcpts, return_path).await
+            }
         }
     }
 
     pub async fn quit(self) {
         let _ = match self {
             Conn::Tls { client, .. } => client.quit().await,
-            Conn::Plain(client) => client.quit().await,
+            Conn::Plain { client, .. } => client.quit().await,
         };
     }
 }
 
 /// MAIL, RCPT for each recipient, DATA when any was accepted. Leaves the connection ready for
-/// the next transaction.
+/// the next transaction. With PIPELINING, MAIL, the RCPTs and DATA go in one write and their
+/// replies are read together (RFC 2920): two round trips per message instead of three or more,
+/// each a TLS record, a write and a wake-up on both sides.
 async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
+    pipelining: bool,
     msg: &Queued,
     rcpts: &[Claimed],
     return_path: &str,
 ) -> std::result::Result<Vec<Result>, String> {
     let io = |e: mail_send::Error| format!("4.4.2 {e}");
-    let mail = client
-        .cmd(format!("MAIL FROM:<{return_path}>\r\n"))
-        .await
-        .map_err(io)?;
+    let mail_cmd = format!("MAIL FROM:<{return_path}>\r\n");
+    let rcpt_cmd = |r: &Claimed| format!("RCPT TO:<{}>\r\n", r.address);
+    let (mail, rcpt_replies, data_reply) = if pipelining {
+        let mut batch = mail_cmd;
+        for r in rcpts {
+            batch.push_str(&rcpt_cmd(r));
+        }
+        batch.push_str("DATA\r\n");
+        let mut replies = exchange(client, batch.as_bytes(), rcpts.len() + 2)
+            .await
+            .map_err(io)?;
+        let data = replies.pop();
+        let mail = replies.remove(0);
+        (mail, replies, data)
+    } else {
+        let mail = client.cmd(mail_cmd).await.map_err(io)?;
+        let mut replies = Vec::with_capacity(rcpts.len());
+        if mail.code < 400 {
+            for r in rcpts {
+                replies.push(client.cmd(rcpt_cmd(r)).await.map_err(io)?);
+            }
+        }
+        (mail, replies, None)
+    };
     if mail.code >= 400 {
-        let _ = client.rset().await;
+        abandon(client, data_reply.as_ref()).await;
         return match mail.code {
             500.. => Ok(vec![Result::Permanent(text(&mail)); rcpts.len()]),
             _ => Ok(vec![Result::Temporary(text(&mail)); rcpts.len()]),
         };
     }
-    let mut results: Vec<Option<Result>> = Vec::with_capacity(rcpts.len());
-    for r in rcpts {
-        let reply = client
-            .cmd(format!("RCPT TO:<{}>\r\n", r.address))
-            .await
-            .map_err(io)?;
-        results.push(match reply.code {
+    let results: Vec<Option<Result>> = rcpt_replies
+        .iter()
+        .map(|reply| match reply.code {
             200..=299 => None,
-            500.. => Some(Result::Permanent(text(&reply))),
-            _ => Some(Result::Temporary(text(&reply))),
-        });
-    }
+            500.. => Some(Result::Permanent(text(reply))),
+            _ => Some(Result::Temporary(text(reply))),
+        })
+        .collect();
     if results.iter().all(Option::is_some) {
-        client.rset().await.map_err(io)?;
+        abandon(client, data_reply.as_ref()).await;
         return Ok(results.into_iter().flatten().collect());
     }
-    // mail-send appends CRLF.CRLF itself; our stored message already ends with CRLF.
-    let body = msg.body.strip_suffix(b"\r\n").unwrap_or(&msg.body);
-    let data = match client.data(body).await {
-        Ok(reply) => Result::Delivered(text(&reply)),
-        Err(mail_send::Error::UnexpectedReply(reply)) if reply.code >= 500 => {
-            Result::Permanent(text(&reply))
+    let data_reply = match data_reply {
+        Some(reply) => reply,
+        None => client.cmd("DATA\r\n").await.map_err(io)?,
+    };
+    let data = if data_reply.code != 354 {
+        // The transaction is still open on the server: reset it for the next one.
+        let _ = client.rset().await;
+        refused(&data_reply)
+    } else {
+        match exchange(client, &data_payload(&msg.body), 1).await {
+            Ok(mut replies) => match replies.pop() {
+                Some(reply) if reply.code < 300 => Result::Delivered(text(&reply)),
+                Some(reply) => refused(&reply),
+                None => return Err("4.4.2 no reply after the message".into()),
+            },
+            // The data may or may not have arrived: retrying risks a duplicate, never a loss.
+            Err(e) => return Err(format!("4.4.2 during DATA: {e}")),
         }
-        Err(mail_send::Error::UnexpectedReply(reply)) => Result::Temporary(text(&reply)),
-        // The data may or may not have arrived: retrying risks a duplicate, never a loss.
-        Err(e) => return Err(format!("4.4.2 during DATA: {e}")),
     };
     Ok(results
         .into_iter()
         .map(|r| r.unwrap_or_else(|| data.clone()))
         .collect())
+}
+
+fn refused(reply: &Response<String>) -> Result {
+    match reply.code {
+        500.. => Result::Permanent(text(reply)),
+        _ => Result::Temporary(text(reply)),
+    }
+}
+
+/// Ends a transaction that has nothing to send: a pipelined DATA the server took anyway gets
+/// an empty message's end (RFC 2920 §3.1: it then fails for want of recipients), else RSET.
+async fn abandon<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    data_reply: Option<&Response<String>>,
+) {
+    if data_reply.is_some_and(|r| r.code == 354) {
+        let _ = exchange(client, b".\r\n", 1).await;
+    } else {
+        let _ = client.rset().await;
+    }
+}
+
+/// Writes `bytes` at once and reads `replies` replies, within the command timeout.
+async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut SmtpClient<T>,
+    bytes: &[u8],
+    replies: usize,
+) -> mail_send::Result<Vec<Response<String>>> {
+    tokio::time::timeout(client.timeout, async {
+        client.stream.write_all(bytes).await?;
+        client.stream.flush().await?;
+        client.read_many(replies).await
+    })
+    .await
+    .map_err(|_| mail_send::Error::Timeout)?
+}
+
+/// The message as DATA carries it, in one buffer so that it leaves in as few TLS records and
+/// writes as its size allows: a dot doubled at the start of the message and after every CR or
+/// LF (as mail-send does, so no bare line end can be read as an end of data by the next hop),
+/// then the stored message's final CRLF and `.` CRLF.
+fn data_payload(body: &[u8]) -> Vec<u8> {
+    let body = body.strip_suffix(b"\r\n").unwrap_or(body);
+    let mut out = Vec::with_capacity(body.len() + body.len() / 256 + 8);
+    let mut rest = body;
+    let mut line_start = true;
+    loop {
+        if line_start && rest.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        match memchr::memchr2(b'\r', b'\n', rest) {
+            Some(i) => {
+                out.extend_from_slice(&rest[..=i]);
+                rest = &rest[i + 1..];
+                line_start = true;
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n.\r\n");
+    out
 }
 
 fn text(r: &Response<String>) -> String {
@@ -399,5 +501,24 @@ fn text(r: &Response<String>) -> String {
         format!("{} {}", r.code, r.message)
     } else {
         format!("{} {a}.{b}.{c} {}", r.code, r.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_payload_stuffs_every_line_start() {
+        let p = |b: &[u8]| String::from_utf8(data_payload(b)).unwrap();
+        assert_eq!(p(b"a\r\n.b\r\n..c\r\n"), "a\r\n..b\r\n...c\r\n.\r\n");
+        assert_eq!(p(b".first\r\n"), "..first\r\n.\r\n");
+        assert_eq!(p(b".\r\n"), "..\r\n.\r\n");
+        // A bare line end is a line start for some next hops: stuffed too.
+        assert_eq!(p(b"a\n.b\r.c\r\n"), "a\n..b\r..c\r\n.\r\n");
+        // No final CRLF: one is added before the end.
+        assert_eq!(p(b"a\r\n.b"), "a\r\n..b\r\n.\r\n");
+        assert_eq!(p(b""), "\r\n.\r\n");
+        assert_eq!(p(b"no dots\r\n"), "no dots\r\n.\r\n");
     }
 }

@@ -16,6 +16,8 @@ pub struct Received {
     pub rcpts: Vec<String>,
     pub data: Vec<u8>,
     pub tls: bool,
+    /// The first RCPT had arrived with MAIL, before MAIL's reply (PIPELINING).
+    pub pipelined: bool,
 }
 
 impl Received {
@@ -32,6 +34,8 @@ pub struct Script {
     pub data: Option<String>,
     /// Do not offer STARTTLS.
     pub no_starttls: bool,
+    /// Do not offer PIPELINING.
+    pub no_pipelining: bool,
     /// Wait this long after the message's end before answering (a slow server).
     pub data_delay: Option<std::time::Duration>,
 }
@@ -159,6 +163,7 @@ async fn session(
     io.get_mut().write_all(b"220 sink.test ESMTP\r\n").await?;
     let mut from = String::new();
     let mut rcpts = Vec::new();
+    let mut pipelined = false;
     loop {
         let mut line = String::new();
         if io.read_line(&mut line).await? == 0 {
@@ -166,12 +171,24 @@ async fn session(
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            let starttls = !tls && !script.lock().unwrap().no_starttls;
-            if starttls {
-                "250-sink.test\r\n250-PIPELINING\r\n250 STARTTLS".into()
-            } else {
-                "250-sink.test\r\n250 PIPELINING".into()
+            let script = script.lock().unwrap();
+            let mut caps = vec!["8BITMIME"];
+            if !script.no_pipelining {
+                caps.push("PIPELINING");
             }
+            if !tls && !script.no_starttls {
+                caps.push("STARTTLS");
+            }
+            let mut reply = String::from("250-sink.test");
+            for (i, cap) in caps.iter().enumerate() {
+                reply.push_str(if i + 1 == caps.len() {
+                    "\r\n250 "
+                } else {
+                    "\r\n250-"
+                });
+                reply.push_str(cap);
+            }
+            reply
         } else if upper.starts_with("STARTTLS") {
             io.get_mut().write_all(b"220 2.0.0 go ahead\r\n").await?;
             let stream = io.into_inner();
@@ -182,6 +199,7 @@ async fn session(
         } else if upper.starts_with("MAIL FROM:") {
             from = addr_of(&line);
             rcpts.clear();
+            pipelined = io.buffer().to_ascii_uppercase().starts_with(b"RCPT TO:");
             "250 2.1.0 ok".into()
         } else if upper.starts_with("RCPT TO:") {
             let to = addr_of(&line);
@@ -193,6 +211,9 @@ async fn session(
                     "250 2.1.5 ok".into()
                 }
             }
+        } else if upper.starts_with("DATA") && rcpts.is_empty() {
+            // As Postfix answers a pipelined DATA after every RCPT was refused.
+            "554 5.5.1 no valid recipients".into()
         } else if upper.starts_with("DATA") {
             io.get_mut().write_all(b"354 go ahead\r\n").await?;
             let mut data = Vec::new();
@@ -225,6 +246,7 @@ async fn session(
                         rcpts: std::mem::take(&mut rcpts),
                         data,
                         tls,
+                        pipelined,
                     });
                     "250 2.0.0 accepted by sink".into()
                 }
