@@ -32,6 +32,7 @@ IDLE=${IDLE:-5000}            # idle TLS sessions held on Passerelle and on the 
 IDLE_POSTFIX=${IDLE_POSTFIX:-500}  # on Postfix: one smtpd process per session
 PER_DESTINATION=${PER_DESTINATION:-20}  # Passerelle queue.per_destination (Postfix's default
                               # destination concurrency is 20)
+STORE_CONNECTIONS=${STORE_CONNECTIONS:-10}  # Passerelle store.max_connections (its default: 10)
 BUILD=${BUILD:-1}             # 0: use the binaries already built
 KEEP=${KEEP:-0}               # 1: keep the scratch directory (logs, configs, queues)
 PERF=${PERF:-0}               # 1: profile Passerelle (perf record) in each set's first
@@ -408,6 +409,7 @@ per_destination = $PER_DESTINATION
 
 [store]
 url = "$(store_url)"
+max_connections = $STORE_CONNECTIONS
 
 [admin]
 listen = "127.0.0.1:$PS_ADMIN"
