@@ -77,7 +77,7 @@ pub(super) fn tokens(c: &Content) -> Vec<u32> {
 /// The words of `text` as `split_whitespace` gives them, found by looking at bytes: the text is
 /// most of a message, and decoding each of its characters to test it took a fifth of the spam
 /// stage's time.
-fn words(text: &str) -> impl Iterator<Item = &str> {
+pub(super) fn words(text: &str) -> impl Iterator<Item = &str> {
     let b = text.as_bytes();
     let mut at = 0;
     std::iter::from_fn(move || {

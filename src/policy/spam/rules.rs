@@ -104,8 +104,7 @@ fn suspicious_link(c: &Content) -> Option<String> {
             return Some(format!("link shows {shown}, goes to {target}"));
         }
     }
-    c.text
-        .split_whitespace()
+    super::bayes::words(&c.text)
         .take(20_000)
         .filter(|w| starts_with_ci(w, "http://") || starts_with_ci(w, "https://"))
         .filter_map(|w| url_host(&w.to_lowercase()))
