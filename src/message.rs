@@ -60,6 +60,79 @@ pub fn header_fields(raw: &[u8], name: &str) -> Vec<u8> {
     out
 }
 
+/// Whether the message is one plain text part sent as it is, read from its own header fields
+/// (a linear pass, no MIME parse): no multipart, no attached message, no transfer encoding, no
+/// file name or disposition, no RFC 2231 parameter sections, nothing that looks encrypted
+/// (inline PGP, a zip). Such a message has nothing for the limits stage to count and its raw
+/// body is the only leaf the virus stage would scan, so both skip mail-parser's full parse for
+/// the commonest message there is. Anything less plain, or a header that could be read two ways
+/// (a field given twice), or a message over 256 KiB, is parsed as usual.
+pub fn plain_text_only(raw: &[u8]) -> bool {
+    // The callers run on the async threads: a few linear passes over at most this much.
+    const MAX: usize = 256 << 10;
+    const PGP: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+    if raw.len() > MAX {
+        return false;
+    }
+    let values = |name: &str| -> Vec<String> {
+        let fields = header_fields(raw, name);
+        let text = String::from_utf8_lossy(&fields)
+            .replace("\r\n ", " ")
+            .replace("\r\n\t", " ");
+        text.lines()
+            .filter_map(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_ascii_lowercase())
+            .collect()
+    };
+    let plain_type = match values("Content-Type").as_slice() {
+        [] => true,
+        [v] => {
+            let (ctype, params) = v.split_once(';').unwrap_or((v, ""));
+            matches!(ctype.trim(), "text/plain" | "text/html")
+                && params.len() <= 256
+                && !params.contains("name")
+                && !params.contains('*')
+        }
+        _ => false,
+    };
+    let as_sent = match values("Content-Transfer-Encoding").as_slice() {
+        [] => true,
+        [v] => matches!(v.as_str(), "7bit" | "8bit" | "binary"),
+        _ => false,
+    };
+    if !plain_type || !as_sent || !values("Content-Disposition").is_empty() {
+        return false;
+    }
+    let body = memchr::memmem::find(raw, b"\r\n\r\n")
+        .map(|i| &raw[i + 4..])
+        .or_else(|| memchr::memmem::find(raw, b"\n\n").map(|i| &raw[i + 2..]))
+        .unwrap_or(raw);
+    !body.trim_ascii_start().starts_with(b"PK\x03\x04") && memchr::memmem::find(body, PGP).is_none()
+}
+
+/// One plain text part sent as it is ([`plain_text_only`]), for the stages' tests.
+#[cfg(test)]
+pub(crate) const PLAIN_SAMPLES: &[&[u8]] = &[
+    b"From: a@example.org\r\nSubject: hi\r\n\r\nHello\r\n",
+    b"From: a@example.org\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
+      Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9\r\n",
+    b"Content-Type: TEXT/HTML;\r\n charset=utf-8\r\nMIME-Version: 1.0\r\n\r\n<p>hi</p>\r\n",
+];
+
+#[cfg(test)]
+const NOT_PLAIN_SAMPLES: &[&[u8]] = &[
+    b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
+    b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n",
+    b"Content-Type: text/plain; name=notes.txt\r\n\r\nx\r\n",
+    b"Content-Disposition: attachment\r\n\r\nx\r\n",
+    b"Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nx\r\n",
+    b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
+    b"Content-Type: application/pdf\r\n\r\n%PDF\r\n",
+    b"Subject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nabc\r\n",
+    b"Subject: x\n\n-----BEGIN PGP MESSAGE-----\nabc\n",
+    b"Content-Type: text/plain; charset*0=us; charset*1=-ascii\r\n\r\nx\r\n",
+];
+
 fn ip_literal(ip: std::net::IpAddr) -> String {
     match ip.to_canonical() {
         std::net::IpAddr::V4(v4) => format!("[{v4}]"),
@@ -109,6 +182,25 @@ mod tests {
         );
         assert!(h.contains("\tid ID1\r\n\tfor <b@example.test>; "), "{h}");
         assert!(h.ends_with("\r\n") && h.matches("\r\n").count() == 4, "{h}");
+    }
+
+    #[test]
+    fn plain_text_over_256_kib_is_parsed_as_usual() {
+        let mut raw = b"Subject: big\r\n\r\n".to_vec();
+        raw.resize(256 << 10, b'a');
+        assert!(plain_text_only(&raw));
+        raw.push(b'a');
+        assert!(!plain_text_only(&raw));
+    }
+
+    #[test]
+    fn plain_text_only_reads_the_header_fields() {
+        for raw in PLAIN_SAMPLES {
+            assert!(plain_text_only(raw), "{}", String::from_utf8_lossy(raw));
+        }
+        for raw in NOT_PLAIN_SAMPLES {
+            assert!(!plain_text_only(raw), "{}", String::from_utf8_lossy(raw));
+        }
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! declares a zip-bomb expansion, and which parts are encrypted and so cannot be scanned. The
 //! 50 MB size limit is not here: it is enforced while DATA is read.
 //!
+//! A one-part plain text message sent as it is (`message::plain_text_only`, read from its
+//! header fields) has nothing here to count and is passed without the parse.
+//!
 //! [`inspect`] returns an [`Inspection`]; a [`Violation`] in it becomes a `552`/`554` reply
 //! whose text names the rule (see [`Violation::code`]). Encrypted content is never a violation:
 //! it is delivered untouched and listed in [`Inspection::encrypted`].
@@ -141,7 +144,7 @@ impl Default for LimitsConfig {
 
 /// What the stage found; the pipeline turns a violation into a 552/554 reply whose text names
 /// the rule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Inspection {
     /// Attachments counted. After a violation other than too many attachments the walk stops,
     /// so this is then the count up to that point.
@@ -316,6 +319,10 @@ impl Stage for LimitsStage {
 
     fn on_data<'a>(&'a self, _: &'a Facts, raw: &'a [u8], _: &'a [Verdict]) -> StageFuture<'a> {
         Box::pin(async move {
+            // Nothing to count in one plain text part: no copy, no blocking thread, no parse.
+            if crate::message::plain_text_only(raw) {
+                return Ok(verdict(self.name(), &Inspection::default()));
+            }
             let config = self.config.clone();
             let raw = raw.to_vec();
             let found = tokio::task::spawn_blocking(move || inspect(&raw, &config)).await?;
@@ -1441,6 +1448,17 @@ mod tests {
             p += 1;
         }
         z
+    }
+
+    /// What the stage skips for a plain text part is what inspecting it would find: nothing.
+    #[test]
+    fn plain_text_has_nothing_to_inspect() {
+        for raw in crate::message::PLAIN_SAMPLES {
+            let found = inspect(raw, &cfg());
+            assert_eq!(found.attachments, 0);
+            assert!(found.archives.is_empty() && found.encrypted.is_empty());
+            assert!(found.unreadable.is_empty() && found.violation.is_none());
+        }
     }
 
     fn cfg() -> LimitsConfig {

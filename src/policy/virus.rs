@@ -85,45 +85,6 @@ fn parse_and_walk(raw: &[u8], max_parts: usize) -> (bool, Walk<'static>) {
     }
 }
 
-/// Whether the message is one plain text part sent as it is, read from its own header fields:
-/// no multipart, no attached message, no transfer encoding, no file name, nothing that looks
-/// encrypted. The walk would find its raw body as its only leaf, which the whole-message scan
-/// reads anyway (see `scan`), so mail-parser's full parse, which also converts the text to
-/// UTF-8, is skipped for the commonest message there is. Anything less plain, or a header it
-/// could read two ways (a field given twice), goes through the parse.
-fn plain_text_only(raw: &[u8]) -> bool {
-    let values = |name: &str| -> Vec<String> {
-        let fields = crate::message::header_fields(raw, name);
-        let text = String::from_utf8_lossy(&fields).replace("\r\n ", " ");
-        let text = text.replace("\r\n\t", " ");
-        text.lines()
-            .filter_map(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_ascii_lowercase())
-            .collect()
-    };
-    let plain_type = match values("Content-Type").as_slice() {
-        [] => true,
-        [v] => {
-            let (ctype, params) = v.split_once(';').unwrap_or((v, ""));
-            matches!(ctype.trim(), "text/plain" | "text/html") && !params.contains("name")
-        }
-        _ => false,
-    };
-    let as_sent = match values("Content-Transfer-Encoding").as_slice() {
-        [] => true,
-        [v] => matches!(v.as_str(), "7bit" | "8bit" | "binary"),
-        _ => false,
-    };
-    if !plain_type || !as_sent || !values("Content-Disposition").is_empty() {
-        return false;
-    }
-    let body = memchr::memmem::find(raw, b"\r\n\r\n")
-        .map(|i| &raw[i + 4..])
-        .or_else(|| memchr::memmem::find(raw, b"\n\n").map(|i| &raw[i + 2..]))
-        .unwrap_or(raw);
-    !body.trim_ascii_start().starts_with(b"PK\x03\x04") && !contains(body, PGP)
-}
-
 /// `[policy.virus]`: where clamd listens and how long it may take.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -271,7 +232,7 @@ impl Scanner {
     /// once, and decides. Archive members are scanned by clamd itself when the part is an archive.
     pub async fn scan(&self, raw: &[u8]) -> Result<Report, ScanError> {
         let deadline = Instant::now() + self.timeout;
-        if plain_text_only(raw) {
+        if crate::message::plain_text_only(raw) {
             return self.scan_whole(raw, Report::clean(), deadline).await;
         }
         // mail-parser's full parse can take seconds on hostile MIME (boundaries that never come):
@@ -1010,14 +971,7 @@ mod tests {
 
     #[test]
     fn plain_text_only_when_the_walk_would_find_the_raw_body_alone() {
-        let plain: &[&[u8]] = &[
-            b"From: a@example.org\r\nSubject: hi\r\n\r\nHello\r\n",
-            b"From: a@example.org\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\
-              Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xe9\r\n",
-            b"Content-Type: TEXT/HTML;\r\n charset=utf-8\r\nMIME-Version: 1.0\r\n\r\n<p>hi</p>\r\n",
-        ];
-        for raw in plain {
-            assert!(plain_text_only(raw), "{}", String::from_utf8_lossy(raw));
+        for raw in crate::message::PLAIN_SAMPLES {
             let (parsed, walk) = parse_and_walk(raw, 1000);
             assert!(parsed);
             assert!(
@@ -1025,20 +979,6 @@ mod tests {
                 "{walk:?}"
             );
             assert!(walk.encrypted.is_empty());
-        }
-        let not: &[&[u8]] = &[
-            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n",
-            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\naGk=\r\n",
-            b"Content-Type: text/plain; name=notes.txt\r\n\r\nx\r\n",
-            b"Content-Disposition: attachment\r\n\r\nx\r\n",
-            b"Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\nx\r\n",
-            b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n\r\nx\r\n",
-            b"Content-Type: application/pdf\r\n\r\n%PDF\r\n",
-            b"Subject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nabc\r\n",
-            b"Subject: x\n\n-----BEGIN PGP MESSAGE-----\nabc\n",
-        ];
-        for raw in not {
-            assert!(!plain_text_only(raw), "{}", String::from_utf8_lossy(raw));
         }
     }
 
