@@ -102,10 +102,21 @@ pub(super) fn words(text: &str) -> impl Iterator<Item = &str> {
 /// The length in bytes of the whitespace character (`char::is_whitespace`, Unicode's
 /// White_Space) that starts at `b[i]`, or 0. Its first byte is ASCII or a UTF-8 lead byte, so no
 /// other character's bytes can match.
+#[inline]
 fn space_at(b: &[u8], i: usize) -> usize {
+    match b[i] {
+        b'\t'..=b'\r' | b' ' => 1,
+        0x00..=0x7f => 0,
+        0xc2 | 0xe1 | 0xe2 | 0xe3 => space_at_beyond_ascii(b, i),
+        _ => 0,
+    }
+}
+
+/// The rest of [`space_at`], kept out of line: a byte scan mostly sees ASCII.
+#[inline(never)]
+fn space_at_beyond_ascii(b: &[u8], i: usize) -> usize {
     let next = |k: usize| b.get(i + k).copied();
     match b[i] {
-        b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' => 1,
         0xc2 if matches!(next(1), Some(0x85 | 0xa0)) => 2,
         0xe1 if next(1) == Some(0x9a) && next(2) == Some(0x80) => 3,
         0xe2 => match (next(1), next(2)) {
@@ -121,26 +132,19 @@ fn space_at(b: &[u8], i: usize) -> usize {
 /// `lower` is a buffer kept between words: most words are ASCII, lower-cased in it without an
 /// allocation each (the same text as `to_lowercase`, which other words still go through).
 fn word(w: &str, prefix: &str, out: &mut Vec<u32>, lower: &mut String) {
-    let w = w.trim_matches(|c: char| {
-        matches!(
-            c,
-            '"' | '\''
-                | '('
-                | ')'
-                | '['
-                | ']'
-                | '<'
-                | '>'
-                | '{'
-                | '}'
-                | ','
-                | '.'
-                | ';'
-                | ':'
-                | '?'
-                | '*'
-        )
-    });
+    // The characters trimmed are ASCII, which in UTF-8 is never part of another character:
+    // trimming bytes trims the same characters.
+    let trimmed = |b: &u8| b"\"'()[]<>{},.;:?*".contains(b);
+    let bytes = w.as_bytes();
+    let start = bytes
+        .iter()
+        .position(|b| !trimmed(b))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !trimmed(b))
+        .map_or(start, |i| i + 1);
+    let w = &w[start..end];
     lower.clear();
     if w.is_ascii() {
         lower.push_str(w);
@@ -418,6 +422,35 @@ mod tests {
             let bytes = c.encode_utf8(&mut buf).as_bytes();
             let expected = if c.is_whitespace() { bytes.len() } else { 0 };
             assert_eq!(space_at(bytes, 0), expected, "U+{:04X}", c as u32);
+        }
+    }
+
+    #[test]
+    fn words_are_trimmed_as_by_characters() {
+        let old = |w: &str| -> Vec<u32> {
+            let t = w.trim_matches(|c: char| "\"'()[]<>{},.;:?*".contains(c));
+            // Trimming is idempotent: the word trimmed the old way gives the old tokens.
+            let mut out = Vec::new();
+            word(t, "", &mut out, &mut String::new());
+            out
+        };
+        for w in [
+            "(Payment):",
+            "\"quoted\"",
+            "...",
+            "",
+            "é.",
+            ".é",
+            "«ok»",
+            "[[x]]",
+            "?*?",
+            "a.b.",
+            "(straße)",
+            "::日本::",
+        ] {
+            let mut out = Vec::new();
+            word(w, "", &mut out, &mut String::new());
+            assert_eq!(out, old(w), "{w:?}");
         }
     }
 
