@@ -87,7 +87,9 @@ impl Store {
     pub async fn seal(&self, node: &str) -> Result<Option<Head>> {
         let mut sealed = None;
         loop {
-            let mut tx = self.begin_write().await?;
+            // Unsynced: a seal lost in a crash leaves its events unsealed, and sealing them again
+            // gives the same chain (the same events after the same durable head, in id order).
+            let mut tx = self.begin_unsynced_write().await?;
             let last = sqlx::query(
                 "SELECT seq, hash FROM events WHERE node = $1 AND seq IS NOT NULL \
                  ORDER BY seq DESC LIMIT 1",

@@ -4,8 +4,8 @@
 //! statements of many parameters take theirs from [`Backend::marks`].
 //!
 //! Durability: a `250` is sent only after the transaction that holds the message commits.
-//! SQLite runs in WAL mode with `synchronous=FULL` (queue leases apart, see `connect`);
-//! PostgreSQL with `synchronous_commit=on`.
+//! SQLite runs in WAL mode with `synchronous=FULL` (queue leases and event seals apart, see
+//! `connect`); PostgreSQL with `synchronous_commit=on`.
 
 pub mod chain;
 pub mod events;
@@ -29,8 +29,8 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    /// Where queue leases are written: on SQLite a connection that does not sync its commits
-    /// (see `connect`); on PostgreSQL the same pool.
+    /// Where queue leases and event seals are written: on SQLite a connection that does not
+    /// sync its commits (see `connect`); on PostgreSQL the same pool.
     pub(crate) leases: AnyPool,
     pub(crate) backend: Backend,
     /// SQLite only: the task that commits concurrent acceptances together (`queue/group.rs`),
@@ -276,6 +276,17 @@ impl Store {
         let turn = self.turn().await;
         Ok(WriteTx {
             tx: self.pool.begin().await?,
+            _turn: turn,
+        })
+    }
+
+    /// Begins a transaction that writes, in turn, what a crash may lose because it is written
+    /// again the same way afterwards (the events' seals): on SQLite on the leases' connection,
+    /// which does not sync (see `connect`), so that it holds the writers' turn for no fsync.
+    pub(crate) async fn begin_unsynced_write(&self) -> Result<WriteTx> {
+        let turn = self.turn().await;
+        Ok(WriteTx {
+            tx: self.leases.begin().await?,
             _turn: turn,
         })
     }

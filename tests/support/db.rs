@@ -82,6 +82,18 @@ pub async fn exec(store_url: &str, sql: &str) -> u64 {
 
 /// The first column of every row of a query, as integers.
 pub async fn ints(store_url: &str, sql: &str) -> Vec<i64> {
+    column(store_url, sql).await
+}
+
+/// The first column of every row of a query, as text.
+pub async fn strs(store_url: &str, sql: &str) -> Vec<String> {
+    column(store_url, sql).await
+}
+
+async fn column<T>(store_url: &str, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
     use sqlx::{Connection, Row};
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(store_url).await.unwrap();
@@ -90,5 +102,5 @@ pub async fn ints(store_url: &str, sql: &str) -> Vec<i64> {
         .await
         .unwrap();
     conn.close().await.unwrap();
-    rows.iter().map(|r| r.get::<i64, _>(0)).collect()
+    rows.iter().map(|r| r.get::<T, _>(0)).collect()
 }
