@@ -12,6 +12,16 @@ async fn setup(backend: Backend) -> (TestConfig, Sink) {
     (cfg, sink)
 }
 
+/// Sends one message from alice over STARTTLS; returns its queue id.
+async fn send(cfg: &TestConfig, daemon: &Daemon, rcpts: &[&str], subject: &str) -> String {
+    let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
+    c.secure().await;
+    c.send_mail("alice@client.test", rcpts, &message(subject))
+        .await
+        .expect(250)
+        .queued_id()
+}
+
 /// 250 only after the commit, an id in the reply and in Received:, delivered over TLS, traced.
 async fn inbound_message_is_delivered_and_traced(backend: Backend) {
     let (cfg, sink) = setup(backend).await;
@@ -76,14 +86,8 @@ async fn per_recipient_outcomes(backend: Backend) {
         .rcpt
         .insert("gone@example.test".into(), "550 5.1.1 no such user".into());
     let daemon = Daemon::start(&cfg).await;
-    let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
-    c.secure().await;
     let rcpts = ["bob@example.test", "busy@example.test", "gone@example.test"];
-    let id = c
-        .send_mail("alice@client.test", &rcpts, &message("three"))
-        .await
-        .expect(250)
-        .queued_id();
+    let id = send(&cfg, &daemon, &rcpts, "three").await;
     let first = sink.wait_for(1).await;
     assert_eq!(first[0].rcpts, ["bob@example.test"]);
 
@@ -182,14 +186,8 @@ async fn one_command_at_a_time_without_pipelining(backend: Backend) {
         .rcpt
         .insert("gone@example.test".into(), "550 5.1.1 no such user".into());
     let daemon = Daemon::start(&cfg).await;
-    let (mut c, _) = Client::connect(daemon.mx, cfg.client_tls()).await;
-    c.secure().await;
     let rcpts = ["gone@example.test", "bob@example.test"];
-    let id = c
-        .send_mail("alice@client.test", &rcpts, &message("one by one"))
-        .await
-        .expect(250)
-        .queued_id();
+    let id = send(&cfg, &daemon, &rcpts, "one by one").await;
     let got = sink.wait_for(1).await;
     assert_eq!(got[0].rcpts, ["bob@example.test"]);
     assert!(!got[0].pipelined);
