@@ -389,18 +389,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     };
     if mail.code >= 400 {
         abandon(client, data_reply.as_ref()).await;
-        return match mail.code {
-            500.. => Ok(vec![Result::Permanent(text(&mail)); rcpts.len()]),
-            _ => Ok(vec![Result::Temporary(text(&mail)); rcpts.len()]),
-        };
+        return Ok(vec![refused(&mail); rcpts.len()]);
     }
     let results: Vec<Option<Result>> = rcpt_replies
         .iter()
-        .map(|reply| match reply.code {
-            200..=299 => None,
-            500.. => Some(Result::Permanent(text(reply))),
-            _ => Some(Result::Temporary(text(reply))),
-        })
+        .map(|reply| (!(200..300).contains(&reply.code)).then(|| refused(reply)))
         .collect();
     if results.iter().all(Option::is_some) {
         abandon(client, data_reply.as_ref()).await;
@@ -431,6 +424,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
         .collect())
 }
 
+/// A refusal: permanent for a 5xx reply, temporary otherwise.
 fn refused(reply: &Response<String>) -> Result {
     match reply.code {
         500.. => Result::Permanent(text(reply)),
@@ -473,17 +467,16 @@ async fn exchange<T: AsyncRead + AsyncWrite + Unpin>(
 fn data_payload(body: &[u8]) -> Vec<u8> {
     let body = body.strip_suffix(b"\r\n").unwrap_or(body);
     let mut out = Vec::with_capacity(body.len() + body.len() / 256 + 8);
+    // Each turn starts a line: at the message's start or after a CR or LF.
     let mut rest = body;
-    let mut line_start = true;
     loop {
-        if line_start && rest.first() == Some(&b'.') {
+        if rest.first() == Some(&b'.') {
             out.push(b'.');
         }
         match memchr::memchr2(b'\r', b'\n', rest) {
             Some(i) => {
                 out.extend_from_slice(&rest[..=i]);
                 rest = &rest[i + 1..];
-                line_start = true;
             }
             None => {
                 out.extend_from_slice(rest);
