@@ -231,12 +231,12 @@ impl Counts {
     pub fn into_model(self) -> Model {
         let mut entries: Vec<(u32, (u32, u32))> = self.tokens.into_iter().collect();
         entries.sort_unstable_by_key(|e| e.0);
-        Model {
-            ham: self.ham,
-            spam: self.spam,
-            hashes: entries.iter().map(|e| e.0).collect(),
-            counts: entries.iter().map(|e| e.1).collect(),
-        }
+        Model::new(
+            self.ham,
+            self.spam,
+            entries.iter().map(|e| e.0).collect(),
+            entries.iter().map(|e| e.1).collect(),
+        )
     }
 }
 
@@ -247,9 +247,42 @@ pub(super) struct Model {
     spam: u32,
     hashes: Vec<u32>,
     counts: Vec<(u32, u32)>,
+    /// `starts[p]`: the index of the first hash whose top 16 bits are `p` or more. A lookup
+    /// searches only its hash's run (one or two entries in a model of 70,000): a binary search
+    /// of the whole array was 17 steps of cache misses for each of a message's ≈ 700 tokens.
+    starts: Vec<u32>,
 }
 
 impl Model {
+    fn new(ham: u32, spam: u32, hashes: Vec<u32>, counts: Vec<(u32, u32)>) -> Model {
+        let mut starts = Vec::with_capacity((1 << 16) + 1);
+        let mut i = 0;
+        for prefix in 0..=(1u32 << 16) {
+            while i < hashes.len() && (hashes[i] >> 16) < prefix {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        Model {
+            ham,
+            spam,
+            hashes,
+            counts,
+            starts,
+        }
+    }
+
+    /// The index of `token`'s counts, if the model has it.
+    fn find(&self, token: u32) -> Option<usize> {
+        let prefix = (token >> 16) as usize;
+        let (from, to) = (
+            self.starts[prefix] as usize,
+            self.starts[prefix + 1] as usize,
+        );
+        let at = self.hashes[from..to].binary_search(&token).ok()?;
+        Some(from + at)
+    }
+
     pub fn tokens(&self) -> usize {
         self.hashes.len()
     }
@@ -311,12 +344,7 @@ impl Model {
             counts.push((ham, spam));
         }
         ensure!(r.at == b.len(), "model has trailing bytes");
-        Ok(Model {
-            ham,
-            spam,
-            hashes,
-            counts,
-        })
+        Ok(Model::new(ham, spam, hashes, counts))
     }
 
     /// Spam probability of a message from its tokens: near 0 ham, near 1 spam, near 0.5 unsure.
@@ -328,7 +356,7 @@ impl Model {
         let mut clues: Vec<f64> = tokens
             .iter()
             .filter_map(|t| {
-                let i = self.hashes.binary_search(t).ok()?;
+                let i = self.find(*t)?;
                 let f = self.token_prob(self.counts[i]);
                 ((f - 0.5).abs() >= MIN_STRENGTH).then_some(f)
             })
@@ -491,6 +519,26 @@ mod tests {
             let expected: Vec<&str> = text.split_whitespace().collect();
             assert_eq!(words(&text).collect::<Vec<_>>(), expected, "{text:?}");
         }
+    }
+
+    #[test]
+    fn lookups_find_what_a_binary_search_finds() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut hashes: Vec<u32> = (0..5_000).map(|_| rng.random()).collect();
+        hashes.extend([0, 1, 0xffff, 0x1_0000, u32::MAX - 1, u32::MAX]);
+        hashes.sort_unstable();
+        hashes.dedup();
+        let counts = vec![(1, 1); hashes.len()];
+        let m = Model::new(1, 1, hashes.clone(), counts);
+        for t in hashes
+            .iter()
+            .copied()
+            .chain((0..5_000).map(|_| rng.random()))
+        {
+            assert_eq!(m.find(t), hashes.binary_search(&t).ok(), "{t:#x}");
+        }
+        assert_eq!(Model::new(1, 1, Vec::new(), Vec::new()).find(7), None);
     }
 
     #[test]
