@@ -4,6 +4,7 @@
 mod support;
 
 use support::client::message;
+use support::http::{get, metric};
 use support::{Backend, Client, Daemon, Sink, TestCa, TestConfig};
 
 /// Sends one message from `from` to `rcpts` through the MX listener; returns its id.
@@ -306,7 +307,48 @@ impl TapMkdir for std::path::PathBuf {
     }
 }
 
+/// A message this node has just committed goes to its scheduler in memory, leased in the same
+/// commit: it is delivered with no claim from the store, though the scheduler would not look
+/// there unprompted for an hour. A recipient it deferred is claimed back when its retry is due.
+async fn new_mail_is_handed_over_and_retries_are_claimed_when_due(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.poll_interval = "1h";
+    cfg.retry = vec!["300ms"];
+    let sink = Sink::start(&cfg.ca).await;
+    sink.script()
+        .rcpt
+        .insert("later@example.test".into(), "451 4.3.0 try later".into());
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    for _ in 0..3 {
+        send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
+    }
+    sink.wait_for(3).await;
+    let taken = |text: &str, from: &str| {
+        metric(
+            text,
+            &format!("passerelle_queue_taken_total{{from=\"{from}\"}}"),
+        )
+    };
+    let (_, text) = get(d.admin, "/metrics").await;
+    assert_eq!(taken(&text, "handoff"), 3.0, "{text}");
+    assert_eq!(taken(&text, "claim"), 0.0, "{text}");
+
+    let id = send(&d, &cfg, "alice@client.test", &["later@example.test"]).await;
+    wait_event(&d, &id, "deferred").await;
+    sink.script().rcpt.remove("later@example.test");
+    wait_event(&d, &id, "delivered").await;
+    let (_, text) = get(d.admin, "/metrics").await;
+    assert_eq!(taken(&text, "handoff"), 4.0, "{text}");
+    assert_eq!(
+        taken(&text, "claim"),
+        1.0,
+        "the retry came from the store: {text}"
+    );
+}
+
 on_both_stores!(
+    new_mail_is_handed_over_and_retries_are_claimed_when_due,
     failure_notifies_the_sender,
     no_notice_for_null_sender,
     delay_warning_then_expiry,

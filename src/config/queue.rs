@@ -14,7 +14,8 @@ pub struct Queue {
     /// How long a node owns the recipients it claimed; another node takes them over after this.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
-    /// How often the scheduler looks for due recipients when nothing wakes it.
+    /// How often the scheduler claims from the store unprompted: for what other nodes and the
+    /// queue commands made due (its own retries and new mail it learns of at once).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// Deliveries in flight at once on this node.

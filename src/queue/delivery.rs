@@ -31,8 +31,9 @@ pub enum Result {
 }
 
 /// Delivers `rcpts` (one message, one domain) and records the outcome, with a notice to the
-/// sender for recipients that failed or are delayed past `queue.warn_after`.
-pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
+/// sender for recipients that failed or are delayed past `queue.warn_after`. Returns when the
+/// first recipient it deferred is due again, for the scheduler to claim it then.
+pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) -> Option<i64> {
     let message_id = rcpts[0].message_id.clone();
     let domain = rcpts[0].domain.clone();
     let msg = match ctx.store.queued(&message_id).await {
@@ -46,7 +47,7 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
         Err(e) => {
             // Nothing recorded: the lease runs out and the recipients are tried again.
             tracing::warn!(%message_id, error = %e, "reading a queued message");
-            return;
+            return None;
         }
     };
     let started = std::time::Instant::now();
@@ -98,13 +99,20 @@ pub async fn deliver(ctx: Arc<Context>, rcpts: Vec<Claimed>) {
     let host = &ctx.config.server.hostname;
     let notice = notice::build(host, &message_id, &msg, &reports, Some(until), now);
     let noticed = notice.is_some();
+    let retry = outcomes
+        .iter()
+        .filter(|o| o.status == RecipientStatus::Deferred)
+        .map(|o| o.next_attempt_at)
+        .min();
     if let Err(e) = ctx.store.finish(&ctx.recorder, outcomes, notice, now).await {
         // The lease runs out and the recipients are tried again: a duplicate at worst, never a loss.
         tracing::error!(%message_id, error = %e, "recording delivery outcomes");
+        return None;
     }
     if noticed {
         ctx.queue_notify.notify_one();
     }
+    retry
 }
 
 /// Runs `work` while renewing the lease on `rcpts` every third of a lease, so that no other

@@ -7,8 +7,9 @@
 //! after that commit, as before.
 //! PostgreSQL groups concurrent commits' WAL flushes itself and does not come here.
 
+use super::handoff::Lease;
 use super::rows::Rows;
-use super::store::{NewMessage, Outcome};
+use super::store::{Claimed, NewMessage, Outcome};
 use crate::store::Store;
 use crate::store::events::Recorder;
 use anyhow::{Result, anyhow};
@@ -66,7 +67,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
             }
             jobs = rest;
         }
-        let results = commit(&store, &jobs).await;
+        let lease = store.handoff.lease(crate::store::now_ms());
+        let (results, leased) = commit(&store, &jobs, lease).await;
+        let mut replies = Vec::with_capacity(jobs.len());
         for (job, result) in jobs.drain(..).zip(results) {
             let Job {
                 work, now, done, ..
@@ -80,48 +83,64 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                     store.recent.keep(m, now);
                 }
             }
+            replies.push((done, result));
+        }
+        // After their bodies are kept (the delivery reads them there) and before any client
+        // hears of its commit (which wakes the scheduler).
+        store.handoff.push(leased);
+        for (done, result) in replies {
             let _ = done.send(result);
         }
     }
 }
 
-/// One transaction for the group; per job, Ok only if its rows are in the committed transaction.
-async fn commit(store: &Store, jobs: &[Job]) -> Vec<Result<()>> {
+/// One transaction for the group; per job, Ok only if its rows are in the committed
+/// transaction. Also the recipients committed with `lease`.
+async fn commit(
+    store: &Store,
+    jobs: &[Job],
+    lease: Option<Lease>,
+) -> (Vec<Result<()>>, Vec<Claimed>) {
     let b = store.backend;
+    let failed = |e: String| jobs.iter().map(|_| Err(anyhow!("{e}"))).collect();
     // Every job's rows in a few statements, no savepoint (it would copy every page it touches
     // to a sub-journal). If that fails, the group is rolled back and written again with one
     // savepoint per job, so that a bad row fails only its own job.
     let all = async {
         let mut tx = store.begin_write().await?;
-        rows(jobs).write(b, &mut tx).await?;
-        tx.commit().await
+        let leased = rows(jobs, lease.clone()).write(b, &mut tx).await?;
+        tx.commit().await?;
+        anyhow::Ok(leased)
     };
-    let first = all.await;
-    if first.is_ok() {
-        return jobs.iter().map(|_| Ok(())).collect();
+    if let Ok(leased) = all.await {
+        return (jobs.iter().map(|_| Ok(())).collect(), leased);
     }
     let mut tx = match store.begin_write().await {
         Ok(tx) => tx,
-        Err(e) => return jobs.iter().map(|_| Err(anyhow!("{e}"))).collect(),
+        Err(e) => return (failed(e.to_string()), Vec::new()),
     };
     let mut results = Vec::with_capacity(jobs.len());
+    let mut leased = Vec::new();
     for job in jobs {
         let one = async {
             let mut sp = tx.begin().await?;
-            rows(std::slice::from_ref(job)).write(b, &mut sp).await?;
+            let mine = rows(std::slice::from_ref(job), lease.clone())
+                .write(b, &mut sp)
+                .await?;
             sp.commit().await?;
-            anyhow::Ok(())
+            anyhow::Ok(mine)
         };
-        results.push(one.await);
+        results.push(one.await.map(|mine| leased.extend(mine)));
     }
     match tx.commit().await {
-        Ok(()) => results,
-        Err(e) => jobs.iter().map(|_| Err(anyhow!("commit: {e}"))).collect(),
+        Ok(()) => (results, leased),
+        Err(e) => (failed(format!("commit: {e}")), Vec::new()),
     }
 }
 
-fn rows(jobs: &[Job]) -> Rows<'_> {
+fn rows(jobs: &[Job], lease: Option<Lease>) -> Rows<'_> {
     let mut rows = Rows::default();
+    rows.lease = lease;
     for job in jobs {
         match &job.work {
             Work::Accept { message, notice } => {
@@ -185,5 +204,49 @@ mod tests {
             .unwrap()
             .get("n");
         assert_eq!(received, 40, "the failed one left no event behind");
+    }
+
+    /// With a scheduler taking them, queued recipients are committed leased to it and handed
+    /// over with their rows' ids; quarantined ones are neither.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_recipients_are_committed_leased_and_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store = Store::connect(&url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        let rec = Recorder {
+            node: "n".into(),
+            config_hash: "h".into(),
+        };
+        store.handoff.open("n", 60_000, 10);
+        let mut queued = message("q");
+        queued.rcpts.push("c@other.test".into());
+        let mut held = message("h");
+        held.status = crate::queue::RecipientStatus::Quarantined;
+        store.accept(&rec, queued, None, 1).await.unwrap();
+        store.accept(&rec, held, None, 1).await.unwrap();
+        let (taken, missed) = store.handoff.take();
+        assert!(!missed);
+        let rows = sqlx::query(
+            "SELECT id, message_id, domain, lease_owner, lease_until FROM recipients ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let leased: Vec<(i64, String, String)> = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>("lease_owner").as_deref() == Some("n"))
+            .map(|r| (r.get("id"), r.get("message_id"), r.get("domain")))
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(leased.len(), 2, "the quarantined one is not leased");
+        assert!(leased.iter().all(|(_, m, _)| m == "q"));
+        let handed: Vec<(i64, String, String)> = taken
+            .iter()
+            .map(|c| (c.id, c.message_id.clone(), c.domain.clone()))
+            .collect();
+        assert_eq!(handed, leased);
+        let until: Option<i64> = rows[0].get("lease_until");
+        assert!(until.unwrap() > crate::store::now_ms() + 50_000);
     }
 }

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod delivery;
 pub mod group;
+pub(crate) mod handoff;
 pub mod notice;
 pub mod pool;
 pub(crate) mod recent;

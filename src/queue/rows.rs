@@ -5,12 +5,14 @@
 //! keep the order in which they were added: their ids, and so `trace`, follow it.
 
 use super::RecipientStatus;
-use super::store::{NewMessage, Outcome};
+use super::handoff::Lease;
+use super::store::{Claimed, NewMessage, Outcome};
 use crate::store::events::{EventKind, Recorder};
 use crate::store::{Backend, now_ms};
 use anyhow::Result;
 use serde_json::json;
-use sqlx::{Any, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 
 /// Rows per statement at most: well under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
 const CHUNK: usize = 400;
@@ -33,6 +35,8 @@ struct Recipient<'a> {
 
 #[derive(Default)]
 pub(super) struct Rows<'a> {
+    /// Written on the queued recipients, which are then handed to this node's scheduler.
+    pub(super) lease: Option<Lease>,
     messages: Vec<(&'a Recorder, &'a NewMessage, i64)>,
     recipients: Vec<Recipient<'a>>,
     outcomes: Vec<(&'a Outcome, i64)>,
@@ -148,8 +152,13 @@ impl<'a> Rows<'a> {
     }
 
     /// Writes every row inside the caller's transaction: messages first (recipients refer to
-    /// them), then recipients, outcomes and events.
-    pub(super) async fn write(&self, b: Backend, tx: &mut Transaction<'_, Any>) -> Result<()> {
+    /// them), then recipients, outcomes and events. Returns the recipients written with
+    /// `lease`, for the scheduler once the transaction is committed.
+    pub(super) async fn write(
+        &self,
+        b: Backend,
+        tx: &mut Transaction<'_, Any>,
+    ) -> Result<Vec<Claimed>> {
         let mut batch = Batch::default();
         for chunk in self.messages.chunks(CHUNK) {
             let sql = insert(
@@ -174,16 +183,23 @@ impl<'a> Rows<'a> {
             batch.push(sql, args);
         }
         for chunk in self.recipients.chunks(CHUNK) {
-            let sql = insert(
+            let mut sql = insert(
                 b,
                 "recipients (message_id, address, domain, status, attempts, next_attempt_at, \
-                 updated_at, copy_of)",
-                8,
+                 updated_at, copy_of, lease_owner, lease_until)",
+                10,
                 chunk.len(),
             );
-            let mut args = Vec::with_capacity(chunk.len() * 8);
+            if self.lease.is_some() {
+                sql.push_str(" RETURNING id, message_id, address, domain, lease_owner");
+            }
+            let mut args = Vec::with_capacity(chunk.len() * 10);
             for r in chunk {
                 let domain = r.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                let lease = self
+                    .lease
+                    .as_ref()
+                    .filter(|_| r.status == RecipientStatus::Queued.as_str());
                 args.extend([
                     Arg::Text(r.message_id),
                     Arg::Text(r.address),
@@ -193,6 +209,8 @@ impl<'a> Rows<'a> {
                     Arg::Int(r.now),
                     Arg::Int(r.now),
                     Arg::MaybeText(r.copy_of),
+                    Arg::MaybeText(lease.map(|l| l.owner.as_str())),
+                    Arg::MaybeInt(lease.map(|l| l.until)),
                 ]);
             }
             batch.push(sql, args);
@@ -243,8 +261,27 @@ impl<'a> Rows<'a> {
             }
             batch.push(sql, args);
         }
-        batch.execute(b, tx).await
+        let rows = batch.execute(b, tx).await?;
+        leased(&rows)
     }
+}
+
+/// The recipients a write returned that carry a lease.
+fn leased(rows: &[AnyRow]) -> Result<Vec<Claimed>> {
+    let mut claimed = Vec::new();
+    for r in rows {
+        if r.try_get::<Option<String>, _>("lease_owner")?.is_some() {
+            claimed.push(Claimed {
+                id: r.try_get("id")?,
+                message_id: r.try_get("message_id")?,
+                address: r.try_get("address")?,
+                domain: r.try_get("domain")?,
+                attempts: 0,
+                warned: false,
+            });
+        }
+    }
+    Ok(claimed)
 }
 
 /// A value bound to a statement of the batch.
@@ -252,6 +289,7 @@ enum Arg<'a> {
     Text(&'a str),
     MaybeText(Option<&'a str>),
     Int(i64),
+    MaybeInt(Option<i64>),
     Bytes(&'a [u8]),
 }
 
@@ -269,7 +307,8 @@ impl<'a> Batch<'a> {
         self.statements.push((sql, args));
     }
 
-    async fn execute(self, b: Backend, tx: &mut Transaction<'_, Any>) -> Result<()> {
+    /// Runs the statements; returns the rows they return (recipients' `RETURNING`).
+    async fn execute(self, b: Backend, tx: &mut Transaction<'_, Any>) -> Result<Vec<AnyRow>> {
         let run = |sql: String, args: Vec<Arg<'a>>| {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for a in args {
@@ -277,6 +316,7 @@ impl<'a> Batch<'a> {
                     Arg::Text(v) => q.bind(v),
                     Arg::MaybeText(v) => q.bind(v),
                     Arg::Int(v) => q.bind(v),
+                    Arg::MaybeInt(v) => q.bind(v),
                     Arg::Bytes(v) => q.bind(v),
                 };
             }
@@ -291,15 +331,16 @@ impl<'a> Batch<'a> {
                     sql.push_str(";\n");
                     args.extend(a);
                 }
-                run(sql, args).execute(&mut **tx).await?;
+                Ok(run(sql, args).fetch_all(&mut **tx).await?)
             }
             _ => {
+                let mut rows = Vec::new();
                 for (sql, args) in self.statements {
-                    run(sql, args).execute(&mut **tx).await?;
+                    rows.extend(run(sql, args).fetch_all(&mut **tx).await?);
                 }
+                Ok(rows)
             }
         }
-        Ok(())
     }
 }
 

@@ -1,96 +1,135 @@
-//! The scheduler: wakes when a message is queued, a retry falls due or a delivery ends; claims a
-//! bounded batch of due recipients with a lease; starts one delivery per message and domain, at
-//! most `queue.concurrency` in all and `queue.per_destination` per domain. What it claimed but
-//! cannot start now goes back at once, and busy domains are not claimed, so nothing waits while
-//! holding a lease. At shutdown it lets deliveries finish (bounded) and gives back its leases.
+//! The scheduler: starts one delivery per message and domain, at most `queue.concurrency` in all
+//! and `queue.per_destination` per domain. Recipients reach it two ways: those this node has just
+//! committed are handed over already leased (`handoff.rs`); the others are claimed from the store
+//! in bounded batches, with a lease, when something there may be due — at start, after a claim
+//! that came back full, when a retry this node scheduled falls due, when a commit found no room
+//! in the hand-off, and every `poll_interval` (other nodes, administrators). What it holds but
+//! cannot start yet (no free slot) waits in memory at most [`WAIT`], then goes back to the store,
+//! so nothing waits long while holding a lease. At shutdown it lets deliveries finish (bounded)
+//! and gives back its leases.
 
 use super::delivery;
 use super::store::Claimed;
 use crate::daemon::Context;
 use crate::store::now_ms;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// How long deliveries in flight may take to finish at shutdown before they are cut off.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a recipient may wait for a free slot while this node holds its lease.
+const WAIT: Duration = Duration::from_secs(1);
+
+/// Leased to this node and not started yet: since when, and who.
+type Ready = VecDeque<(Instant, Claimed)>;
+/// A delivery's domain, and when the first recipient it deferred is due again.
+type Ended = (String, Option<i64>);
 
 pub async fn run(ctx: Arc<Context>) {
     let q = &ctx.config.queue;
     let owner = ctx.config.server.node.clone();
     let lease_ms = q.lease.as_millis() as i64;
-    let mut tasks: JoinSet<String> = JoinSet::new();
+    let handoff = &ctx.store.handoff;
+    handoff.open(&owner, lease_ms, q.batch.max(q.concurrency));
+    let mut tasks: JoinSet<Ended> = JoinSet::new();
     // Deliveries in flight per destination domain.
     let mut active: HashMap<String, usize> = HashMap::new();
+    let mut ready = Ready::new();
+    // When the store may next hold something due that this node does not hold already.
+    let mut claim_at = Instant::now();
     let mut shutdown = ctx.shutdown.subscribe();
-    let finished = |active: &mut HashMap<String, usize>, domain: String| {
+    let ended = |active: &mut HashMap<String, usize>, claim_at: &mut Instant, e: Ended| {
+        let (domain, retry) = e;
         if let Some(n) = active.get_mut(&domain) {
             *n -= 1;
             if *n == 0 {
                 active.remove(&domain);
             }
         }
+        if let Some(at) = retry {
+            *claim_at = (*claim_at).min(instant_at(at));
+        }
     };
     while !ctx.shutdown.is_triggered() {
-        while let Some(Ok(domain)) = tasks.try_join_next() {
-            finished(&mut active, domain);
+        while let Some(Ok(e)) = tasks.try_join_next() {
+            ended(&mut active, &mut claim_at, e);
         }
         ctx.pool.expire();
-        let free = q.concurrency.saturating_sub(tasks.len());
-        let busy: Vec<String> = active
-            .iter()
-            .filter(|(_, n)| **n >= q.per_destination)
-            .map(|(d, _)| d.clone())
-            .collect();
-        let claimed = if free == 0 {
-            Vec::new()
-        } else {
-            let limit = q.batch as i64;
+        let now = Instant::now();
+        let (fresh, missed) = handoff.take();
+        metrics::counter!("passerelle_queue_taken_total", "from" => "handoff")
+            .increment(fresh.len() as u64);
+        ready.extend(fresh.into_iter().map(|c| (now, c)));
+        if missed {
+            claim_at = now;
+        }
+        if q.concurrency > tasks.len() && claim_at <= now && ready.len() < q.batch {
+            let busy: Vec<String> = active
+                .iter()
+                .filter(|(_, n)| **n >= q.per_destination)
+                .map(|(d, _)| d.clone())
+                .collect();
+            let limit = q.batch;
             match ctx
                 .store
-                .claim(&owner, now_ms(), lease_ms, limit, &busy)
+                .claim(&owner, now_ms(), lease_ms, limit as i64, &busy)
                 .await
             {
-                Ok(c) => c,
+                Ok(claimed) => {
+                    metrics::counter!("passerelle_queue_taken_total", "from" => "claim")
+                        .increment(claimed.len() as u64);
+                    claim_at = if claimed.len() >= limit {
+                        now
+                    } else {
+                        next_claim(&ctx).await
+                    };
+                    // Due before anything just committed: first in line.
+                    for c in claimed.into_iter().rev() {
+                        ready.push_front((now, c));
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "claiming due recipients");
-                    Vec::new()
+                    claim_at = now + q.poll_interval;
                 }
             }
-        };
-        if claimed.is_empty() {
-            let wait = sleep_for(&ctx, free == 0).await;
-            tokio::select! {
-                _ = ctx.queue_notify.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                Some(Ok(domain)) = tasks.join_next(), if !tasks.is_empty() => {
-                    finished(&mut active, domain);
-                }
-                _ = shutdown.recv() => break,
-            }
-            continue;
         }
-        let mut put_back = Vec::new();
-        for group in group(claimed) {
-            let domain = group[0].domain.clone();
-            let n = active.entry(domain.clone()).or_default();
-            if tasks.len() >= q.concurrency || *n >= q.per_destination {
-                put_back.extend(group.iter().map(|c| c.id));
+        start(&ctx, &mut ready, &mut tasks, &mut active);
+        let stale: Vec<i64> = take_stale(&mut ready, Instant::now());
+        if !stale.is_empty() {
+            // Due again in the store, for a claim when a slot frees or for another node.
+            if let Err(e) = ctx.store.release_ids(&owner, &stale).await {
+                tracing::warn!(error = %e, "giving back recipients that waited for a slot");
+            }
+            claim_at = Instant::now();
+        }
+        handoff.holding(ready.len());
+        // Sleep until a claim may find something, a held recipient must go back, or a commit
+        // or a delivery ending wakes us. A claim cannot run with no free slot or a full hand.
+        let can_claim = q.concurrency > tasks.len() && ready.len() < q.batch;
+        let mut until = Instant::now() + q.poll_interval;
+        if can_claim {
+            if claim_at <= Instant::now() {
                 continue;
             }
-            *n += 1;
-            let ctx = ctx.clone();
-            tasks.spawn(async move {
-                delivery::deliver(ctx, group).await;
-                domain
-            });
+            until = until.min(claim_at);
         }
-        active.retain(|_, n| *n > 0);
-        if let Err(e) = ctx.store.release_ids(&owner, &put_back).await {
-            tracing::warn!(error = %e, "giving back claimed recipients");
+        if let Some(at) = ready.iter().map(|(at, _)| *at).min() {
+            until = until.min(at + WAIT);
+        }
+        tokio::select! {
+            _ = ctx.queue_notify.notified() => {}
+            _ = tokio::time::sleep_until(until) => {}
+            Some(Ok(e)) = tasks.join_next(), if !tasks.is_empty() => {
+                ended(&mut active, &mut claim_at, e);
+            }
+            _ = shutdown.recv() => break,
         }
     }
+    handoff.close();
     let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -100,6 +139,7 @@ pub async fn run(ctx: Arc<Context>) {
         tasks.shutdown().await;
     }
     ctx.pool.close().await;
+    // Also what was held, or handed over, and not started.
     match ctx.store.release(&owner).await {
         Ok(n) if n > 0 => tracing::info!(recipients = n, "released queue leases"),
         Ok(_) => {}
@@ -107,30 +147,125 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-/// Until the next recipient falls due, at most `poll_interval`.
-async fn sleep_for(ctx: &Context, busy: bool) -> Duration {
-    let poll = ctx.config.queue.poll_interval;
-    if busy {
-        return poll;
-    }
-    match ctx.store.next_due().await {
-        // Due already but not claimed: its domain is busy; a delivery ending wakes us.
-        Ok(Some(due)) if due > now_ms() => {
-            let ms = (due - now_ms()).clamp(10, poll.as_millis() as i64);
-            Duration::from_millis(ms as u64)
+/// Starts a delivery for each message and domain in `ready` that has a free slot, in order;
+/// keeps the rest.
+fn start(
+    ctx: &Arc<Context>,
+    ready: &mut Ready,
+    tasks: &mut JoinSet<Ended>,
+    active: &mut HashMap<String, usize>,
+) {
+    let q = &ctx.config.queue;
+    for group in group(std::mem::take(ready)) {
+        let domain = group[0].1.domain.clone();
+        let n = active.entry(domain.clone()).or_default();
+        if tasks.len() >= q.concurrency || *n >= q.per_destination {
+            ready.extend(group);
+            continue;
         }
-        _ => poll,
+        *n += 1;
+        let ctx = ctx.clone();
+        let rcpts = group.into_iter().map(|(_, c)| c).collect();
+        tasks.spawn(async move {
+            let retry = delivery::deliver(ctx, rcpts).await;
+            (domain, retry)
+        });
+    }
+    active.retain(|_, n| *n > 0);
+}
+
+/// Takes out of `ready` what waited [`WAIT`] or more; their ids.
+fn take_stale(ready: &mut Ready, now: Instant) -> Vec<i64> {
+    let (stale, keep): (Ready, Ready) = std::mem::take(ready)
+        .into_iter()
+        .partition(|(at, _)| now.duration_since(*at) >= WAIT);
+    *ready = keep;
+    stale.into_iter().map(|(_, c)| c.id).collect()
+}
+
+/// The instant of unix time `ms`.
+fn instant_at(ms: i64) -> Instant {
+    Instant::now() + Duration::from_millis((ms - now_ms()).max(0) as u64)
+}
+
+/// When to claim next after a claim that found everything due: when the next recipient falls
+/// due, at most `poll_interval` from now.
+async fn next_claim(ctx: &Context) -> Instant {
+    let poll = ctx.config.queue.poll_interval;
+    match ctx.store.next_due().await {
+        // Due already but not claimed: its domain is busy; claim again shortly.
+        Ok(Some(due)) => {
+            let ms = (due - now_ms()).clamp(10, poll.as_millis() as i64);
+            Instant::now() + Duration::from_millis(ms as u64)
+        }
+        _ => Instant::now() + poll,
     }
 }
 
-/// One delivery per message and domain: its recipients share a connection.
-fn group(claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
-    let mut groups: BTreeMap<(String, String), Vec<Claimed>> = BTreeMap::new();
-    for c in claimed {
-        groups
-            .entry((c.message_id.clone(), c.domain.clone()))
-            .or_default()
-            .push(c);
+/// One delivery per message and domain, in the order first seen: its recipients share a
+/// connection.
+fn group(ready: Ready) -> Vec<Vec<(Instant, Claimed)>> {
+    let mut groups: Vec<Vec<(Instant, Claimed)>> = Vec::new();
+    let mut index: HashMap<(String, String), usize> = HashMap::new();
+    for (at, c) in ready {
+        let key = (c.message_id.clone(), c.domain.clone());
+        match index.get(&key) {
+            Some(&i) => groups[i].push((at, c)),
+            None => {
+                index.insert(key, groups.len());
+                groups.push(vec![(at, c)]);
+            }
+        }
     }
-    groups.into_values().collect()
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(id: i64, message: &str, domain: &str) -> Claimed {
+        Claimed {
+            id,
+            message_id: message.into(),
+            address: format!("r{id}@{domain}"),
+            domain: domain.into(),
+            attempts: 0,
+            warned: false,
+        }
+    }
+
+    #[test]
+    fn one_delivery_per_message_and_domain_in_the_order_first_seen() {
+        let now = Instant::now();
+        let ready: Ready = [
+            claimed(1, "m2", "b.test"),
+            claimed(2, "m1", "a.test"),
+            claimed(3, "m2", "b.test"),
+            claimed(4, "m2", "c.test"),
+        ]
+        .into_iter()
+        .map(|c| (now, c))
+        .collect();
+        let ids: Vec<Vec<i64>> = group(ready)
+            .iter()
+            .map(|g| g.iter().map(|(_, c)| c.id).collect())
+            .collect();
+        assert_eq!(ids, [vec![1, 3], vec![2], vec![4]]);
+    }
+
+    #[test]
+    fn what_waited_too_long_is_taken_out() {
+        let now = Instant::now();
+        let mut ready: Ready = [
+            (now - WAIT, claimed(1, "m1", "a.test")),
+            (now, claimed(2, "m2", "a.test")),
+            (now - WAIT * 2, claimed(3, "m3", "a.test")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(take_stale(&mut ready, now), [1, 3]);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].1.id, 2);
+    }
 }

@@ -97,12 +97,20 @@ impl Store {
         m: &NewMessage,
         notice: Option<&NewMessage>,
         now: i64,
-    ) -> Result<()> {
+    ) -> Result<Vec<Claimed>> {
         let mut rows = Rows::default();
         rows.accept(rec, m, notice, now);
+        self.write(rows).await
+    }
+
+    /// Writes `rows` in a transaction of their own, queued recipients leased to this node's
+    /// scheduler when it takes them (`handoff.rs`); returns those, for `handoff.push`.
+    async fn write(&self, mut rows: Rows<'_>) -> Result<Vec<Claimed>> {
+        rows.lease = self.handoff.lease(crate::store::now_ms());
         let mut tx = self.begin_write().await?;
-        rows.write(self.backend, &mut tx).await?;
-        tx.commit().await
+        let leased = rows.write(self.backend, &mut tx).await?;
+        tx.commit().await?;
+        Ok(leased)
     }
 
     /// Queues an accepted message (and the notice about it): on SQLite it is committed together
@@ -117,11 +125,13 @@ impl Store {
     ) -> Result<()> {
         if self.backend != Backend::Sqlite {
             self.expand([&mut message]).await?;
-            self.enqueue_with(rec, &message, notice.as_ref(), now)
+            let leased = self
+                .enqueue_with(rec, &message, notice.as_ref(), now)
                 .await?;
             for m in std::iter::once(message).chain(notice) {
                 self.recent.keep(m, now);
             }
+            self.handoff.push(leased);
             return Ok(());
         }
         self.grouped(rec, Work::Accept { message, notice }, now)
@@ -325,9 +335,8 @@ impl Store {
         }
         let mut rows = Rows::default();
         rows.finish(rec, &outcomes, notice.as_ref(), now);
-        let mut tx = self.begin_write().await?;
-        rows.write(self.backend, &mut tx).await?;
-        tx.commit().await
+        self.handoff.push(self.write(rows).await?);
+        Ok(())
     }
 
     /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
@@ -399,8 +408,7 @@ impl Store {
     ) -> Result<()> {
         let mut rows = Rows::default();
         rows.notice(rec, original, notice, now);
-        let mut tx = self.begin_write().await?;
-        rows.write(self.backend, &mut tx).await?;
-        tx.commit().await
+        self.handoff.push(self.write(rows).await?);
+        Ok(())
     }
 }

@@ -42,6 +42,8 @@ pub struct Store {
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Messages just committed, for the delivery that follows (`queue/recent.rs`).
     pub(crate) recent: std::sync::Arc<crate::queue::recent::Recent>,
+    /// Recipients committed leased to this node, for its scheduler (`queue/handoff.rs`).
+    pub(crate) handoff: std::sync::Arc<crate::queue::handoff::Handoff>,
 }
 
 /// A write transaction that holds this process's turn to write (SQLite) until it ends.
@@ -260,6 +262,7 @@ impl Store {
             group: Default::default(),
             writer: Default::default(),
             recent: Default::default(),
+            handoff: Default::default(),
         })
     }
 

@@ -24,6 +24,8 @@ pub struct TestConfig {
     pub retry: Vec<&'static str>,
     pub lifetime: &'static str,
     pub lease: &'static str,
+    /// `queue.poll_interval`: how often the scheduler claims from the store unprompted.
+    pub poll_interval: &'static str,
     /// Extra `key = value` lines for `[session]`.
     pub session: Vec<String>,
     pub min_tls: &'static str,
@@ -60,6 +62,7 @@ impl TestConfig {
             retry: vec!["1s"],
             lifetime: "1h",
             lease: "10s",
+            poll_interval: "200ms",
             session: Vec::new(),
             min_tls: "1.2",
             queue: Vec::new(),
@@ -135,7 +138,7 @@ networks = [{networks}]
 retry = [{retry}]
 lifetime = {lifetime}
 lease = {lease}
-poll_interval = "200ms"
+poll_interval = {poll}
 {queue}
 
 [delivery]
@@ -165,6 +168,7 @@ attempts = 1
                 .join(", "),
             lifetime = q(self.lifetime),
             lease = q(self.lease),
+            poll = q(self.poll_interval),
             ca = q(&self.ca.ca_pem.display().to_string()),
             url = q(&self.store_url),
             queue = self.queue.join("\n"),
