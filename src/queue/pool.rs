@@ -64,9 +64,7 @@ impl Pool {
         let mut idle = self.idle.lock().expect("not poisoned");
         let now = Instant::now();
         for list in idle.values_mut() {
-            let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|(until, _)| *until > now);
-            *list = keep;
-            for (_, conn) in old {
+            for (_, conn) in list.extract_if(.., |(until, _)| *until <= now) {
                 tokio::spawn(conn.quit());
             }
         }

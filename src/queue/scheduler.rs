@@ -23,8 +23,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// How long a recipient may wait for a free slot while this node holds its lease.
 const WAIT: Duration = Duration::from_secs(1);
 
-/// Leased to this node and not started yet: since when, and who.
-type Ready = VecDeque<(Instant, Claimed)>;
+/// The recipients of one message in one domain, leased to this node and waiting for a slot:
+/// one delivery, over one connection.
+struct Waiting {
+    since: Instant,
+    rcpts: Vec<Claimed>,
+}
+
+/// What waits, in the order it will start.
+type Ready = VecDeque<Waiting>;
 /// A delivery's domain, and when the first recipient it deferred is due again.
 type Ended = (String, Option<i64>);
 
@@ -62,11 +69,13 @@ pub async fn run(ctx: Arc<Context>) {
         let (fresh, missed) = handoff.take();
         metrics::counter!("passerelle_queue_taken_total", "from" => "handoff")
             .increment(fresh.len() as u64);
-        ready.extend(fresh.into_iter().map(|c| (now, c)));
+        let mut held: usize = ready.iter().map(|w| w.rcpts.len()).sum();
+        held += fresh.len();
+        ready.extend(group(fresh, now));
         if missed {
             claim_at = now;
         }
-        if q.concurrency > tasks.len() && claim_at <= now && ready.len() < q.batch {
+        if q.concurrency > tasks.len() && claim_at <= now && held < q.batch {
             let busy: Vec<String> = active
                 .iter()
                 .filter(|(_, n)| **n >= q.per_destination)
@@ -87,8 +96,8 @@ pub async fn run(ctx: Arc<Context>) {
                         next_claim(&ctx).await
                     };
                     // Due before anything just committed: first in line.
-                    for c in claimed.into_iter().rev() {
-                        ready.push_front((now, c));
+                    for w in group(claimed, now).into_iter().rev() {
+                        ready.push_front(w);
                     }
                 }
                 Err(e) => {
@@ -106,10 +115,11 @@ pub async fn run(ctx: Arc<Context>) {
             }
             claim_at = Instant::now();
         }
-        handoff.holding(ready.len());
+        let held: usize = ready.iter().map(|w| w.rcpts.len()).sum();
+        handoff.holding(held);
         // Sleep until a claim may find something, a held recipient must go back, or a commit
         // or a delivery ending wakes us. A claim cannot run with no free slot or a full hand.
-        let can_claim = q.concurrency > tasks.len() && ready.len() < q.batch;
+        let can_claim = q.concurrency > tasks.len() && held < q.batch;
         let mut until = Instant::now() + q.poll_interval;
         if can_claim {
             if claim_at <= Instant::now() {
@@ -117,7 +127,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
             until = until.min(claim_at);
         }
-        if let Some(at) = ready.iter().map(|(at, _)| *at).min() {
+        if let Some(at) = ready.iter().map(|w| w.since).min() {
             until = until.min(at + WAIT);
         }
         tokio::select! {
@@ -156,31 +166,38 @@ fn start(
     active: &mut HashMap<String, usize>,
 ) {
     let q = &ctx.config.queue;
-    for group in group(std::mem::take(ready)) {
-        let domain = group[0].1.domain.clone();
+    let mut kept = Ready::new();
+    while tasks.len() < q.concurrency {
+        let Some(w) = ready.pop_front() else { break };
+        let domain = w.rcpts[0].domain.clone();
         let n = active.entry(domain.clone()).or_default();
-        if tasks.len() >= q.concurrency || *n >= q.per_destination {
-            ready.extend(group);
+        if *n >= q.per_destination {
+            kept.push_back(w);
             continue;
         }
         *n += 1;
         let ctx = ctx.clone();
-        let rcpts = group.into_iter().map(|(_, c)| c).collect();
         tasks.spawn(async move {
-            let retry = delivery::deliver(ctx, rcpts).await;
+            let retry = delivery::deliver(ctx, w.rcpts).await;
             (domain, retry)
         });
     }
+    kept.append(ready);
+    *ready = kept;
     active.retain(|_, n| *n > 0);
 }
 
 /// Takes out of `ready` what waited [`WAIT`] or more; their ids.
 fn take_stale(ready: &mut Ready, now: Instant) -> Vec<i64> {
-    let (stale, keep): (Ready, Ready) = std::mem::take(ready)
-        .into_iter()
-        .partition(|(at, _)| now.duration_since(*at) >= WAIT);
-    *ready = keep;
-    stale.into_iter().map(|(_, c)| c.id).collect()
+    let mut ids = Vec::new();
+    ready.retain(|w| {
+        let stale = now.duration_since(w.since) >= WAIT;
+        if stale {
+            ids.extend(w.rcpts.iter().map(|c| c.id));
+        }
+        !stale
+    });
+    ids
 }
 
 /// The instant of unix time `ms`.
@@ -203,18 +220,21 @@ async fn next_claim(ctx: &Context) -> Instant {
 }
 
 /// One delivery per message and domain, in the order first seen: its recipients share a
-/// connection.
-fn group(ready: Ready) -> Vec<Vec<(Instant, Claimed)>> {
-    let mut groups: Vec<Vec<(Instant, Claimed)>> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    for (at, c) in ready {
-        let key = (c.message_id.clone(), c.domain.clone());
-        match index.get(&key) {
-            Some(&i) => groups[i].push((at, c)),
-            None => {
-                index.insert(key, groups.len());
-                groups.push(vec![(at, c)]);
-            }
+/// connection. A message's recipients come together (one commit, or next to each other in a
+/// claim), so the group to join is looked for from the last one.
+fn group(claimed: Vec<Claimed>, since: Instant) -> Vec<Waiting> {
+    let mut groups: Vec<Waiting> = Vec::new();
+    for c in claimed {
+        let same = |w: &&mut Waiting| {
+            let first = &w.rcpts[0];
+            first.message_id == c.message_id && first.domain == c.domain
+        };
+        match groups.iter_mut().rev().find(same) {
+            Some(w) => w.rcpts.push(c),
+            None => groups.push(Waiting {
+                since,
+                rcpts: vec![c],
+            }),
         }
     }
     groups
@@ -235,37 +255,41 @@ mod tests {
         }
     }
 
+    fn ids(ready: impl IntoIterator<Item = Waiting>) -> Vec<Vec<i64>> {
+        ready
+            .into_iter()
+            .map(|w| w.rcpts.iter().map(|c| c.id).collect())
+            .collect()
+    }
+
     #[test]
     fn one_delivery_per_message_and_domain_in_the_order_first_seen() {
-        let now = Instant::now();
-        let ready: Ready = [
+        let claimed = vec![
             claimed(1, "m2", "b.test"),
             claimed(2, "m1", "a.test"),
             claimed(3, "m2", "b.test"),
             claimed(4, "m2", "c.test"),
-        ]
-        .into_iter()
-        .map(|c| (now, c))
-        .collect();
-        let ids: Vec<Vec<i64>> = group(ready)
-            .iter()
-            .map(|g| g.iter().map(|(_, c)| c.id).collect())
-            .collect();
-        assert_eq!(ids, [vec![1, 3], vec![2], vec![4]]);
+            claimed(5, "m1", "a.test"),
+        ];
+        let groups = group(claimed, Instant::now());
+        assert_eq!(ids(groups), [vec![1, 3], vec![2, 5], vec![4]]);
     }
 
     #[test]
     fn what_waited_too_long_is_taken_out() {
         let now = Instant::now();
+        let waiting = |since, id| Waiting {
+            since,
+            rcpts: vec![claimed(id, &format!("m{id}"), "a.test")],
+        };
         let mut ready: Ready = [
-            (now - WAIT, claimed(1, "m1", "a.test")),
-            (now, claimed(2, "m2", "a.test")),
-            (now - WAIT * 2, claimed(3, "m3", "a.test")),
+            waiting(now - WAIT, 1),
+            waiting(now, 2),
+            waiting(now - WAIT * 2, 3),
         ]
         .into_iter()
         .collect();
         assert_eq!(take_stale(&mut ready, now), [1, 3]);
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].1.id, 2);
+        assert_eq!(ids(ready), [vec![2]]);
     }
 }
