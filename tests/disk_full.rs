@@ -159,3 +159,66 @@ async fn disk_full_tempfails_and_corrupts_nothing() {
     assert!(out.status.success());
     sink.wait_for(acked.len()).await;
 }
+
+/// The store alone, with commits failing one after another as the disk fills (a group commit
+/// writes again job by job when its first try fails): every message it acknowledges — before,
+/// and after there is room again — is in the database. A failed COMMIT once left the single
+/// writing connection inside a transaction that never committed, and every later
+/// acknowledgement was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_store_acknowledges_after_a_full_disk_is_committed() {
+    use passerelle::queue::RecipientStatus;
+    use passerelle::queue::store::NewMessage;
+    use passerelle::store::events::Recorder;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "1m") else {
+        assert!(std::env::var("PASSERELLE_REQUIRE_MOUNT").is_err());
+        eprintln!("cannot mount a tmpfs here (not root?): test skipped");
+        return;
+    };
+    let url = format!("sqlite://{}", disk.0.join("s.db").display());
+    let store = passerelle::store::Store::connect(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let rec = Recorder {
+        node: "n".into(),
+        config_hash: "h".into(),
+    };
+    let message = |id: String, size: usize| NewMessage {
+        id,
+        direction: "inbound",
+        sender: "a@client.test".into(),
+        body: vec![b'x'; size],
+        rcpts: vec!["b@example.test".into()],
+        copies: Vec::new(),
+        delegations: false,
+        detail: serde_json::json!({}),
+        status: RecipientStatus::Queued,
+        verdicts: Vec::new(),
+    };
+    let mut acked = 0;
+    let mut full = false;
+    for i in 0..200 {
+        match store
+            .accept(&rec, message(format!("m{i}"), 20_000), None, 1)
+            .await
+        {
+            Ok(()) => acked += 1,
+            Err(_) => {
+                full = true;
+                break;
+            }
+        }
+    }
+    assert!(full, "the 1 MiB disk filled up");
+    disk.resize("64m");
+    for i in 0..20 {
+        store
+            .accept(&rec, message(format!("a{i}"), 100), None, 1)
+            .await
+            .expect("room again");
+        acked += 1;
+    }
+    store.close().await;
+    let found = support::db::ints(&url, "SELECT COUNT(*) FROM messages").await;
+    assert_eq!(found, [acked]);
+}

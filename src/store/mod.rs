@@ -32,6 +32,10 @@ pub struct Store {
     /// Where queue leases and event seals are written: on SQLite a connection that does not
     /// sync its commits (see `connect`); on PostgreSQL the same pool.
     pub(crate) leases: AnyPool,
+    /// Where synced writes in turn go (`begin_write`): on SQLite one connection of their own,
+    /// whose page cache stays warm from one commit to the next (SQLite empties a connection's
+    /// cache when another has written since); on PostgreSQL the same pool.
+    synced: AnyPool,
     pub(crate) backend: Backend,
     /// SQLite only: the task that commits concurrent acceptances together (`queue/group.rs`),
     /// started at the first one.
@@ -49,13 +53,28 @@ pub struct Store {
 /// A write transaction that holds this process's turn to write (SQLite) until it ends.
 pub(crate) struct WriteTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
+    /// SQLite: the pool of one connection `tx` runs on, to close it if its commit fails.
+    pool: Option<AnyPool>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl WriteTx {
     pub(crate) async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
+        let WriteTx { tx, pool, _turn } = self;
+        let Err(e) = tx.commit().await else {
+            return Ok(());
+        };
+        // A COMMIT that fails (a full disk) can end SQLite's transaction while sqlx still counts
+        // it open: the connection's next transaction is then a savepoint, and after one more
+        // failure a savepoint inside a transaction that never commits — mail acknowledged and
+        // lost (tests/disk_full.rs). The connection is closed instead, and the pool opens a new
+        // one. Its pool has one connection and the turn is still held: it is this one.
+        if let Some(pool) = pool
+            && let Ok(conn) = pool.acquire().await
+        {
+            let _ = conn.close().await;
+        }
+        Err(e.into())
     }
 }
 
@@ -255,13 +274,17 @@ impl Store {
         // a claim lost in a crash leaves its recipients due, as they were; the next commit with
         // `synchronous=FULL` syncs the log with every frame before it. One connection, as the
         // writers take turns anyway.
-        let leases = match backend {
-            Backend::Sqlite => open(&url, backend, 1, "NORMAL").await?,
-            Backend::Postgres => pool.clone(),
+        let (leases, synced) = match backend {
+            Backend::Sqlite => (
+                open(&url, backend, 1, "NORMAL").await?,
+                open(&url, backend, 1, "FULL").await?,
+            ),
+            Backend::Postgres => (pool.clone(), pool.clone()),
         };
         Ok(Store {
             pool,
             leases,
+            synced,
             backend,
             group: Default::default(),
             writer: Default::default(),
@@ -282,7 +305,8 @@ impl Store {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.turn().await;
         Ok(WriteTx {
-            tx: self.pool.begin().await?,
+            tx: self.synced.begin().await?,
+            pool: (self.backend == Backend::Sqlite).then(|| self.synced.clone()),
             _turn: turn,
         })
     }
@@ -294,6 +318,7 @@ impl Store {
         let turn = self.turn().await;
         Ok(WriteTx {
             tx: self.leases.begin().await?,
+            pool: (self.backend == Backend::Sqlite).then(|| self.leases.clone()),
             _turn: turn,
         })
     }
@@ -425,8 +450,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        // The leases' pool first: SQLite checkpoints when the last connection closes.
+        // The leases' and the writes' pools first: SQLite checkpoints when the last connection
+        // closes.
         self.leases.close().await;
+        self.synced.close().await;
         self.pool.close().await;
     }
 }
@@ -460,6 +487,7 @@ mod tests {
         };
         // 2 is FULL, 1 NORMAL.
         assert_eq!(synchronous(store.pool.clone()).await, 2);
+        assert_eq!(synchronous(store.synced.clone()).await, 2);
         assert_eq!(synchronous(store.leases.clone()).await, 1);
         store.close().await;
     }
