@@ -167,14 +167,7 @@ mod tests {
     /// taken) fails alone, and the others are all on disk.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_group_commits_together_and_fails_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::connect(&url, 4).await.unwrap();
-        store.migrate().await.unwrap();
-        let rec = Recorder {
-            node: "n".into(),
-            config_hash: "h".into(),
-        };
+        let (_dir, store, rec) = crate::store::scratch().await;
         store.accept(&rec, message("taken"), None, 1).await.unwrap();
         let mut waits = Vec::new();
         for i in 0..40 {
@@ -210,14 +203,7 @@ mod tests {
     /// over with their rows' ids; quarantined ones are neither.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn queued_recipients_are_committed_leased_and_handed_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::connect(&url, 4).await.unwrap();
-        store.migrate().await.unwrap();
-        let rec = Recorder {
-            node: "n".into(),
-            config_hash: "h".into(),
-        };
+        let (_dir, store, rec) = crate::store::scratch().await;
         store.handoff.open("n", 60_000, 10);
         let mut queued = message("q");
         queued.rcpts.push("c@other.test".into());

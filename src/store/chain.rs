@@ -241,21 +241,13 @@ async fn head(conn: &mut sqlx::AnyConnection, node: &str) -> Result<(i64, String
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::store::events::{EventKind, Recorder};
+    use crate::store::events::EventKind;
 
     /// Two sealers of one node at once (a daemon and `passerelle events seal`): whichever loses
     /// a race stops with an error, and the chain they leave holds every event once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_sealers_at_once_leave_one_chain() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("s.db").display());
-        let store = Store::connect(&url, 4).await.unwrap();
-        store.migrate().await.unwrap();
-        let rec = Recorder {
-            node: "n".into(),
-            config_hash: "h".into(),
-        };
+        let (_dir, store, rec) = crate::store::scratch().await;
         for i in 0..1_200 {
             let detail = serde_json::json!({ "i": i });
             store

@@ -458,6 +458,20 @@ impl Store {
     }
 }
 
+/// A migrated SQLite store in a folder of its own, and a recorder for node "n", for unit tests.
+#[cfg(test)]
+pub(crate) async fn scratch() -> (tempfile::TempDir, Store, events::Recorder) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store = Store::connect(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let rec = events::Recorder {
+        node: "n".into(),
+        config_hash: "h".into(),
+    };
+    (dir, store, rec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,17 +508,23 @@ mod tests {
 
     /// Commits do not checkpoint the log themselves; `checkpoint` does, and the log's space is
     /// then used again instead of growing.
-    #[tokio::test]
-    async fn the_log_is_checkpointed_by_the_upkeep_not_by_commits() {
+    /// A store of `connections` with one table, `t (b BLOB)`, to write blobs into.
+    async fn blobs(connections: u32) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("s.db");
-        let store = Store::connect(&format!("sqlite://{}", db.display()), 2)
+        let store = Store::connect(&format!("sqlite://{}", db.display()), connections)
             .await
             .unwrap();
         sqlx::raw_sql("CREATE TABLE t (b BLOB)")
             .execute(&store.pool)
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn the_log_is_checkpointed_by_the_upkeep_not_by_commits() {
+        let (dir, store) = blobs(2).await;
         let wal = dir.path().join("s.db-wal");
         let write = |n: usize| {
             let pool = store.pool.clone();
@@ -539,15 +559,7 @@ mod tests {
     /// and the log was never started over: it held everything written since the daemon began.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn under_steady_writes_the_log_still_starts_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("s.db");
-        let store = Store::connect(&format!("sqlite://{}", db.display()), 4)
-            .await
-            .unwrap();
-        sqlx::raw_sql("CREATE TABLE t (b BLOB)")
-            .execute(&store.pool)
-            .await
-            .unwrap();
+        let (dir, store) = blobs(4).await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let (store, stop) = (store.clone(), stop.clone());
