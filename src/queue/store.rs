@@ -100,12 +100,12 @@ impl Store {
     ) -> Result<Vec<Claimed>> {
         let mut rows = Rows::default();
         rows.accept(rec, m, notice, now);
-        self.write(rows).await
+        self.write_rows(rows).await
     }
 
     /// Writes `rows` in a transaction of their own, queued recipients leased to this node's
     /// scheduler when it takes them (`handoff.rs`); returns those, for `handoff.push`.
-    async fn write(&self, mut rows: Rows<'_>) -> Result<Vec<Claimed>> {
+    async fn write_rows(&self, mut rows: Rows<'_>) -> Result<Vec<Claimed>> {
         rows.lease = self.handoff.lease(crate::store::now_ms());
         let mut tx = self.begin_write().await?;
         let leased = rows.write(self.backend, &mut tx).await?;
@@ -335,7 +335,7 @@ impl Store {
         }
         let mut rows = Rows::default();
         rows.finish(rec, &outcomes, notice.as_ref(), now);
-        self.handoff.push(self.write(rows).await?);
+        self.handoff.push(self.write_rows(rows).await?);
         Ok(())
     }
 
@@ -408,7 +408,7 @@ impl Store {
     ) -> Result<()> {
         let mut rows = Rows::default();
         rows.notice(rec, original, notice, now);
-        self.handoff.push(self.write(rows).await?);
+        self.handoff.push(self.write_rows(rows).await?);
         Ok(())
     }
 }
