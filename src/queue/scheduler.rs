@@ -69,9 +69,8 @@ pub async fn run(ctx: Arc<Context>) {
         let (fresh, missed) = handoff.take();
         metrics::counter!("passerelle_queue_taken_total", "from" => "handoff")
             .increment(fresh.len() as u64);
-        let mut held: usize = ready.iter().map(|w| w.rcpts.len()).sum();
-        held += fresh.len();
         ready.extend(group(fresh, now));
+        let held = count(&ready);
         if missed {
             claim_at = now;
         }
@@ -115,7 +114,7 @@ pub async fn run(ctx: Arc<Context>) {
             }
             claim_at = Instant::now();
         }
-        let held: usize = ready.iter().map(|w| w.rcpts.len()).sum();
+        let held = count(&ready);
         handoff.holding(held);
         // Sleep until a claim may find something, a held recipient must go back, or a commit
         // or a delivery ending wakes us. A claim cannot run with no free slot or a full hand.
@@ -185,6 +184,11 @@ fn start(
     kept.append(ready);
     *ready = kept;
     active.retain(|_, n| *n > 0);
+}
+
+/// Recipients waiting in `ready`.
+fn count(ready: &Ready) -> usize {
+    ready.iter().map(|w| w.rcpts.len()).sum()
 }
 
 /// Takes out of `ready` what waited [`WAIT`] or more; their ids.
