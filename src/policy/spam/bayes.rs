@@ -91,13 +91,36 @@ pub(super) fn words(text: &str) -> impl Iterator<Item = &str> {
             }
         }
         let start = at;
-        while at < b.len() && space_at(b, at) == 0 {
+        loop {
+            // To the next byte that may begin whitespace, by table: a tight loop over the word.
+            match b[at..]
+                .iter()
+                .position(|&c| MAY_BEGIN_SPACE[usize::from(c)])
+            {
+                None => at = b.len(),
+                Some(i) => at += i,
+            }
+            if at >= b.len() || space_at(b, at) > 0 {
+                break;
+            }
             at += 1;
         }
         // Both ends are next to a whole whitespace character, so on character boundaries.
         Some(&text[start..at])
     })
 }
+
+/// The bytes [`space_at`] may find whitespace at: ASCII whitespace and the lead bytes of the
+/// others.
+const MAY_BEGIN_SPACE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = matches!(i as u8, b'\t'..=b'\r' | b' ' | 0xc2 | 0xe1 | 0xe2 | 0xe3);
+        i += 1;
+    }
+    t
+};
 
 /// The length in bytes of the whitespace character (`char::is_whitespace`, Unicode's
 /// White_Space) that starts at `b[i]`, or 0. Its first byte is ASCII or a UTF-8 lead byte, so no
@@ -134,7 +157,26 @@ fn space_at_beyond_ascii(b: &[u8], i: usize) -> usize {
 fn word(w: &str, prefix: &str, out: &mut Vec<u32>, lower: &mut String) {
     // The characters trimmed are ASCII, which in UTF-8 is never part of another character:
     // trimming bytes trims the same characters.
-    let trimmed = |b: &u8| b"\"'()[]<>{},.;:?*".contains(b);
+    let trimmed = |b: &u8| {
+        matches!(
+            b,
+            b'"' | b'\''
+                | b'('
+                | b')'
+                | b'['
+                | b']'
+                | b'<'
+                | b'>'
+                | b'{'
+                | b'}'
+                | b','
+                | b'.'
+                | b';'
+                | b':'
+                | b'?'
+                | b'*'
+        )
+    };
     let bytes = w.as_bytes();
     let start = bytes
         .iter()
@@ -153,7 +195,10 @@ fn word(w: &str, prefix: &str, out: &mut Vec<u32>, lower: &mut String) {
         lower.push_str(&w.to_lowercase());
     }
     let lower = lower.as_str();
-    if let Some(host) = super::rules::url_host(lower) {
+    // Only `http://`, `https://` and `www.` words are links: the first byte rules out most words.
+    if matches!(lower.as_bytes().first(), Some(b'h' | b'w'))
+        && let Some(host) = super::rules::url_host(lower)
+    {
         out.push(hash(&["url:", &host]));
         out.push(hash(&["url:", super::rules::org_domain(&host)]));
         let path = lower.splitn(4, '/').nth(3).unwrap_or("");
@@ -166,7 +211,9 @@ fn word(w: &str, prefix: &str, out: &mut Vec<u32>, lower: &mut String) {
         }
         return;
     }
-    if let Some((_, domain)) = lower.rsplit_once('@')
+    // A byte search: words are short, and `rsplit_once`'s searcher cost more than the search.
+    if let Some(at) = lower.bytes().rposition(|b| b == b'@')
+        && let domain = &lower[at + 1..]
         && domain.contains('.')
     {
         out.push(hash(&["email:", super::rules::org_domain(domain)]));
