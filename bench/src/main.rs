@@ -3,11 +3,13 @@
 //!
 //! - `load.rs`: the client (`load`), and holding idle TLS sessions (`load --idle N`).
 //! - `sink.rs`: the server (`sink`): STARTTLS required, messages counted and discarded.
+//! - `sign.rs`: the handshake signature's cost per certificate type (`sign`).
 //! - `conn.rs`: the buffered SMTP stream both use; `tls.rs`: rustls (ring) configurations;
 //!   `stats.rs`: CPU time, percentiles, errors by code, the sink's counter port.
 
 mod conn;
 mod load;
+mod sign;
 mod sink;
 mod stats;
 mod tls;
@@ -30,6 +32,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Accept messages over STARTTLS, count them, throw them away.
     Sink(sink::SinkArgs),
+    /// Time the server's handshake signature with a key file (ring, as the servers use it).
+    Sign(sign::SignArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,12 +44,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = cli.threads {
         runtime.worker_threads(n);
     }
-    runtime.build()?.block_on(async {
-        match cli.command {
-            Command::Load(args) => load::run(args).await,
-            Command::Sink(args) => sink::run(args).await,
-        }
-    })
+    let work: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>>>> = match cli.command {
+        Command::Load(args) => Box::pin(load::run(args)),
+        Command::Sink(args) => Box::pin(sink::run(args)),
+        // No sockets: timed on this thread alone.
+        Command::Sign(args) => return sign::run(args),
+    };
+    runtime.build()?.block_on(work)
 }
 
 /// Thousands of connections need thousands of descriptors: take the hard limit.
