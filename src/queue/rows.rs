@@ -472,5 +472,19 @@ mod tests {
         );
         // Two outcomes, two events each: 3 + 4.
         assert_eq!(count("SELECT COUNT(*) FROM events").await, 7);
+
+        // 300 recipients take a statement of 512 rows: past SQLite's 500 terms of a compound
+        // SELECT, which a multi-row VALUES is not held to.
+        let mut wide = NewMessage::sample("wide", b"Subject: x\r\n\r\nhi\r\n".to_vec());
+        wide.rcpts = (0..300).map(|i| format!("r{i}@example.test")).collect();
+        let mut rows = Rows::default();
+        rows.message(&rec, &wide, 7);
+        let mut tx = store.begin_write().await.unwrap();
+        rows.write(Backend::Sqlite, &mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM recipients WHERE message_id = 'wide'").await,
+            300
+        );
     }
 }
