@@ -590,6 +590,23 @@ done
 
 # --- the report ----------------------------------------------------------------------------------
 
+# The one signature a server makes per full handshake, with the set's key: rustls with ring (as
+# Passerelle and the sink sign) beside OpenSSL (as Postfix signs). Timed after the loads, with
+# the servers stopped.
+signature_costs() {
+    local key=$1 ring openssl algo
+    case $key in
+    ecdsa) algo=ecdsap256 ;;
+    rsa) algo=rsa2048 ;;
+    esac
+    ring=$("$LOADGEN" sign --key "$WORK/certs/$key/key.pem" -n 1000 2>/dev/null |
+        sed -n 's/.*ms_per_signature=\([0-9.]*\).*/\1/p')
+    openssl=$(openssl speed -seconds 1 "$algo" 2>/dev/null |
+        awk '/^rsa 2048 bits|nistp256\)/ {printf "%.4f", 1000 / $(NF-1)}')
+    echo "handshake signature, $key: ${ring:-?} ms with ring (Passerelle, sink)," \
+        "${openssl:-?} ms with OpenSSL (Postfix)"
+}
+
 echo
 echo "Passerelle vs Postfix vs bare sink: $N messages of $SIZE octets at $C connections (throughput),"
 echo "$N_LAT at $C_LAT (latency), $K message(s) per connection, STARTTLS, TLS 1.3; Passerelle's"
@@ -628,6 +645,7 @@ for key in $KEYS; do
         "Passerelle $((${R[$key,passerelle,peak_pss]:-0} / 1024)) MiB" \
         "(VmHWM $((${R[$key,passerelle,hwm_kb]:-0} / 1024)) MiB)," \
         "sink $((${R[$key,sink,peak_pss]:-0} / 1024)) MiB; clamd VmHWM $((${R[$key,clamd,hwm_kb]:-0} / 1024)) MiB"
+    signature_costs "$key"
     for server in $SERVERS; do
         [ -n "${R[$key,$server,idle_kib]:-}" ] || continue
         echo "idle TLS sessions, PSS added per session: $server ${R[$key,$server,idle_kib]} KiB" \
