@@ -392,6 +392,20 @@ mod tests {
     use super::*;
     use crate::queue::store::Claimed;
 
+    async fn commit(store: &crate::store::Store, rows: Rows<'_>) {
+        let mut tx = store.begin_write().await.unwrap();
+        rows.write(Backend::Sqlite, &mut tx).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn column<T>(store: &crate::store::Store, sql: &'static str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, Any> + sqlx::Type<Any>,
+    {
+        let rows = sqlx::query(sql).fetch_all(&store.pool).await.unwrap();
+        rows.iter().map(|r| r.get::<T, _>(0)).collect()
+    }
+
     /// A batch of three rows per table takes a statement of eight on SQLite: only the three are
     /// written, events in the order added, and the outcomes change only their own recipients.
     #[tokio::test]
@@ -409,38 +423,15 @@ mod tests {
         for m in &messages {
             rows.message(&rec, m, 5);
         }
-        let mut tx = store.begin_write().await.unwrap();
-        rows.write(Backend::Sqlite, &mut tx).await.unwrap();
-        tx.commit().await.unwrap();
-        let count = |sql: &'static str| {
-            let pool = store.pool.clone();
-            async move {
-                sqlx::query(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>(0)
-            }
-        };
+        commit(&store, rows).await;
+        let count = async |sql: &'static str| column::<i64>(&store, sql).await[0];
         assert_eq!(count("SELECT COUNT(*) FROM messages").await, 3);
         assert_eq!(count("SELECT COUNT(*) FROM recipients").await, 3);
-        let order: Vec<String> = sqlx::query("SELECT message_id FROM events ORDER BY id")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let order: Vec<String> = column(&store, "SELECT message_id FROM events ORDER BY id").await;
         assert_eq!(order, ["m0", "m1", "m2"]);
 
         // Outcomes for two of the three recipients.
-        let ids: Vec<i64> = sqlx::query("SELECT id FROM recipients ORDER BY id")
-            .fetch_all(&store.pool)
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let ids: Vec<i64> = column(&store, "SELECT id FROM recipients ORDER BY id").await;
         let outcome = |id: i64| Outcome {
             recipient: Claimed {
                 id,
@@ -459,9 +450,7 @@ mod tests {
         let outcomes: Vec<Outcome> = ids[..2].iter().map(|&id| outcome(id)).collect();
         let mut rows = Rows::default();
         rows.finish(&rec, &outcomes, None, 6);
-        let mut tx = store.begin_write().await.unwrap();
-        rows.write(Backend::Sqlite, &mut tx).await.unwrap();
-        tx.commit().await.unwrap();
+        commit(&store, rows).await;
         assert_eq!(
             count("SELECT COUNT(*) FROM recipients WHERE status = 'delivered'").await,
             2
@@ -479,9 +468,7 @@ mod tests {
         wide.rcpts = (0..300).map(|i| format!("r{i}@example.test")).collect();
         let mut rows = Rows::default();
         rows.message(&rec, &wide, 7);
-        let mut tx = store.begin_write().await.unwrap();
-        rows.write(Backend::Sqlite, &mut tx).await.unwrap();
-        tx.commit().await.unwrap();
+        commit(&store, rows).await;
         assert_eq!(
             count("SELECT COUNT(*) FROM recipients WHERE message_id = 'wide'").await,
             300
