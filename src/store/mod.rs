@@ -506,8 +506,6 @@ mod tests {
         store.close().await;
     }
 
-    /// Commits do not checkpoint the log themselves; `checkpoint` does, and the log's space is
-    /// then used again instead of growing.
     /// A store of `connections` with one table, `t (b BLOB)`, to write blobs into.
     async fn blobs(connections: u32) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -522,6 +520,8 @@ mod tests {
         (dir, store)
     }
 
+    /// Commits do not checkpoint the log themselves; `checkpoint` does, and the log's space is
+    /// then used again instead of growing.
     #[tokio::test]
     async fn the_log_is_checkpointed_by_the_upkeep_not_by_commits() {
         let (dir, store) = blobs(2).await;
