@@ -24,6 +24,9 @@ ROUNDS=${ROUNDS:-2}           # alternations: postfix, passerelle, sink, postfix
 KEYS=${KEYS:-"ecdsa rsa"}     # certificate sets; every server uses the set's certificate
 SERVERS=${SERVERS:-"postfix passerelle sink"}  # which servers to measure, in this order
 K=${K:-1}                     # messages per client connection
+PIPELINING=${PIPELINING:-1}   # 1: the load generator pipelines MAIL, RCPT and DATA (RFC 2920)
+                              # as Postfix's and Exim's SMTP clients do; 0: one command per
+                              # round trip
 STORE=${STORE:-sqlite}        # Passerelle's store: sqlite (a file under the scratch
                               # directory), postgres (a throwaway server from
                               # scripts/postgres.sh), or tmpfs (SQLite in /dev/shm: a
@@ -47,6 +50,8 @@ REPO=$(dirname "$BENCH_DIR")
 PASSERELLE=${PASSERELLE:-$REPO/target/release/passerelle}
 LOADGEN=$BENCH_DIR/target/release/passerelle-bench
 TICK=$(getconf CLK_TCK)
+PIPELINED=()
+[ "$PIPELINING" = 1 ] && PIPELINED=(--pipelining)
 
 log() { echo "compare: $*" >&2; }
 
@@ -454,7 +459,7 @@ run() {
     local c0 c1
     c0=$(sink_field connections)
     out=$("$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n "$n" -c "$c" -k "$K" \
-        --size "$SIZE" "${e2e[@]}")
+        --size "$SIZE" "${e2e[@]}" "${PIPELINED[@]}")
     c1=$(sink_field connections)
     t1=$(family_ticks "$pid")
     k1=$(proc_ticks "$CLAMD_PID")
@@ -558,7 +563,7 @@ for key in $KEYS; do
     # Warm-up: processes forked, caches and the SQLite file created.
     for server in $SERVERS; do
         "$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n 200 -c 10 --size "$SIZE" \
-            --sink-stats "127.0.0.1:$SINK_STATS" >/dev/null
+            --sink-stats "127.0.0.1:$SINK_STATS" "${PIPELINED[@]}" >/dev/null
     done
     for round in $(seq 1 "$ROUNDS"); do
         for load in tput lat; do
@@ -609,7 +614,8 @@ signature_costs() {
 
 echo
 echo "Passerelle vs Postfix vs bare sink: $N messages of $SIZE octets at $C connections (throughput),"
-echo "$N_LAT at $C_LAT (latency), $K message(s) per connection, STARTTLS, TLS 1.3; Passerelle's"
+echo "$N_LAT at $C_LAT (latency), $K message(s) per connection, STARTTLS, TLS 1.3,"
+echo "$([ "$PIPELINING" = 1 ] && echo "MAIL, RCPT and DATA pipelined" || echo "one command per round trip"); Passerelle's"
 echo "store: $STORE; mean of $ROUNDS alternated rounds. CPU ms/msg: the server's processes, delivery"
 echo "to the sink included. out conn/msg: connections the relay opened to the sink per message."
 for key in $KEYS; do

@@ -76,8 +76,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// Reads one (possibly multi-line) reply.
+    /// Reads one (possibly multi-line) reply; its text is every line's, joined by `\n`.
     pub async fn reply(&mut self) -> Result<Reply> {
+        let mut text = String::new();
         loop {
             let Some(line) = self.line().await? else {
                 bail!("connection closed while waiting for a reply");
@@ -86,8 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             let Some(code) = code else {
                 bail!("malformed reply {line:?}");
             };
+            if !text.is_empty() {
+                text.push('\n');
+            }
+            text.push_str(line.get(4..).unwrap_or(""));
             if line.as_bytes().get(3) != Some(&b'-') {
-                let text = line.get(4..).unwrap_or("").to_owned();
                 return Ok(Reply { code, text });
             }
         }

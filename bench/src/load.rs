@@ -1,8 +1,9 @@
 //! The load generator: N messages over C concurrent connections, K per connection, each
-//! connection EHLO → STARTTLS → EHLO (or implicit TLS) → MAIL → RCPT → DATA, one step at a time.
+//! connection EHLO → STARTTLS → EHLO (or implicit TLS) → MAIL → RCPT → DATA, one step at a time
+//! or, with `--pipelining`, MAIL, RCPT and DATA in one write as a relaying MTA sends them.
 //! Also the idle mode: N TLS sessions opened and held, to measure a server's memory per session.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Reply};
 use crate::stats::{self, Errors, Latencies};
 use crate::tls;
 use anyhow::{Context as _, Result};
@@ -53,6 +54,11 @@ pub struct LoadArgs {
     /// TLS name to ask for (SNI); default: the target's host when it is a name.
     #[arg(long)]
     pub sni: Option<String>,
+    /// Send MAIL, RCPT and DATA in one write and then read their three replies (RFC 2920), as
+    /// Postfix's and Exim's SMTP clients do with a server that announces PIPELINING (refused
+    /// when it does not). Off: one command, one reply.
+    #[arg(long)]
+    pub pipelining: bool,
     /// Resume TLS sessions across connections (off: every connection is a new client).
     #[arg(long)]
     pub resume: bool,
@@ -305,7 +311,18 @@ async fn open(shared: &Shared) -> Result<Conn<TlsStream<TcpStream>>, Fail> {
     if a.implicit_tls {
         expect(shared, &mut conn, None, 220).await?;
     }
-    expect(shared, &mut conn, Some(&format!("EHLO {}", a.ehlo)), 250).await?;
+    let ehlo = expect(shared, &mut conn, Some(&format!("EHLO {}", a.ehlo)), 250).await?;
+    if a.pipelining
+        && !ehlo
+            .text
+            .lines()
+            .any(|l| l.eq_ignore_ascii_case("PIPELINING"))
+    {
+        return Err(Fail(
+            "ehlo",
+            "--pipelining: the server does not announce PIPELINING".into(),
+        ));
+    }
     Ok(conn)
 }
 
@@ -324,15 +341,28 @@ async fn connect(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpS
 /// One transaction: MAIL, RCPT, DATA, the message, and its final `250`.
 async fn send(shared: &Shared, conn: &mut Conn<TlsStream<TcpStream>>) -> Result<(), Fail> {
     let a = &shared.args;
-    expect(shared, conn, Some(&format!("MAIL FROM:<{}>", a.from)), 250).await?;
-    expect(shared, conn, Some(&format!("RCPT TO:<{}>", a.to)), 250).await?;
-    expect(shared, conn, Some("DATA"), 354).await?;
+    let mail = format!("MAIL FROM:<{}>", a.from);
+    let rcpt = format!("RCPT TO:<{}>", a.to);
+    if a.pipelining {
+        for cmd in [&mail, &rcpt, "DATA"] {
+            conn.queue(cmd.as_bytes());
+            conn.queue(b"\r\n");
+        }
+        conn.flush().await.map_err(Fail::io)?;
+        expect(shared, conn, None, 250).await?;
+        expect(shared, conn, None, 250).await?;
+        expect(shared, conn, None, 354).await?;
+    } else {
+        expect(shared, conn, Some(&mail), 250).await?;
+        expect(shared, conn, Some(&rcpt), 250).await?;
+        expect(shared, conn, Some("DATA"), 354).await?;
+    }
     let n = shared.seq.fetch_add(1, Ordering::Relaxed);
     conn.queue(headers(n, &a.from, &a.to).as_bytes());
     conn.queue(&shared.body);
     conn.queue(b".\r\n");
     conn.flush().await.map_err(Fail::io)?;
-    expect(shared, conn, None, 250).await
+    expect(shared, conn, None, 250).await.map(drop)
 }
 
 /// Sends `cmd` (or nothing) and requires a reply with `code`.
@@ -341,7 +371,7 @@ async fn expect<S>(
     conn: &mut Conn<S>,
     cmd: Option<&str>,
     code: u16,
-) -> Result<(), Fail>
+) -> Result<Reply, Fail>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -358,7 +388,7 @@ where
         .map_err(|_| Fail("timeout", cmd.unwrap_or("greeting").to_owned()))?
         .map_err(Fail::io)?;
     if reply.code == code {
-        return Ok(());
+        return Ok(reply);
     }
     let what: &'static str = match reply.code {
         421 => "421",
