@@ -166,7 +166,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let _ = scheduler.await;
     let _ = upkeep.await;
-    crate::upkeep::seal_events(&ctx).await;
+    crate::upkeep::seal_events(&ctx, &mut None).await;
     ctx.store.close().await;
     tracing::info!("stopped");
     Ok(())

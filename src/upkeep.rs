@@ -3,6 +3,7 @@
 //! that are past their retention.
 
 use crate::daemon::Context;
+use crate::store::chain::Head;
 use crate::store::now_ms;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut seal = interval(SEAL_EVERY);
     let mut account = interval(ACCOUNT_EVERY);
     let mut purge = interval(PURGE_EVERY);
+    let mut logged = None;
     for t in [&mut seal, &mut account, &mut purge] {
         t.set_missed_tick_behavior(MissedTickBehavior::Delay);
     }
@@ -24,7 +26,7 @@ pub async fn run(ctx: Arc<Context>) {
         tokio::select! {
             _ = shutdown.recv() => break,
             _ = seal.tick() => {
-                seal_events(&ctx).await;
+                seal_events(&ctx, &mut logged).await;
                 if let Err(e) = ctx.store.checkpoint().await {
                     tracing::warn!(error = %e, "checkpointing the store's log failed; will try again");
                 }
@@ -36,13 +38,24 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 /// Seals what this node wrote; the daemon calls it once more after its last session ended.
-pub async fn seal_events(ctx: &Context) {
-    match ctx.store.seal(&ctx.recorder.node).await {
-        // The head goes to the log too: kept apart from the store, it shows if the newest
-        // events were later cut off.
-        Ok(Some(head)) => tracing::debug!(seq = head.seq, hash = %head.hash, "events sealed"),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "sealing events failed; will try again"),
+/// The chain's head goes to the log whenever it moved since `logged` (sealed here, or linked as
+/// written on SQLite): kept apart from the store, it shows if the newest events were later cut
+/// off.
+pub async fn seal_events(ctx: &Context, logged: &mut Option<Head>) {
+    let node = &ctx.recorder.node;
+    if let Err(e) = ctx.store.seal(node).await {
+        tracing::warn!(error = %e, "sealing events failed; will try again");
+        return;
+    }
+    match ctx.store.chain_head(node).await {
+        Ok(head) if head != *logged => {
+            if let Some(h) = &head {
+                tracing::debug!(seq = h.seq, hash = %h.hash, "events sealed");
+            }
+            *logged = head;
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the events' chain head failed"),
     }
 }
 

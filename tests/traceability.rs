@@ -287,6 +287,19 @@ fn run(cfg: &TestConfig, args: &[&str]) -> (i32, String) {
     )
 }
 
+/// An event written without its link, as PostgreSQL writes them (the sealer links them after
+/// the commit) and as SQLite did before it linked them in the writing transaction.
+async fn unlinked(cfg: &TestConfig, node: &str, i: usize) {
+    support::db::exec(
+        &cfg.store_url,
+        &format!(
+            "INSERT INTO events (message_id, recipient, at, node, kind, detail, config_hash) \
+             VALUES ('m{i}', NULL, {i}, '{node}', 'received', '{{\"i\":{i}}}', 'test')"
+        ),
+    )
+    .await;
+}
+
 /// Two nodes writing to one store each keep their own chain; swapping two rows of one node's
 /// chain breaks that chain only.
 async fn each_node_keeps_its_chain(backend: Backend) {
@@ -294,22 +307,8 @@ async fn each_node_keeps_its_chain(backend: Backend) {
     passerelle::tls::install_provider();
     let store = Store::connect(&cfg.store_url, 2).await.unwrap();
     store.migrate().await.unwrap();
-    let node = |n: &str| Recorder {
-        node: n.into(),
-        config_hash: "test".into(),
-    };
-    let (a, b) = (node("node-a"), node("node-b"));
     for i in 0..20 {
-        let rec = if i % 3 == 0 { &b } else { &a };
-        store
-            .record(
-                rec,
-                &format!("m{i}"),
-                EventKind::Received,
-                json!({ "i": i }),
-            )
-            .await
-            .unwrap();
+        unlinked(&cfg, if i % 3 == 0 { "node-b" } else { "node-a" }, i).await;
         if i == 10 {
             // Sealing as the events come, in two rounds, makes one chain all the same.
             store.seal("node-a").await.unwrap();
@@ -420,27 +419,15 @@ async fn bodies_are_purged_after_retention(backend: Backend) {
     assert!(trace.contains(" delivered "), "the events stay: {trace}");
 }
 
-/// Seals are written without a sync of their own (SQLite): one lost in a crash leaves its
-/// events unsealed, and sealing them again makes the very same chain.
+/// Seals are written without a sync of their own (SQLite, for events written unlinked): one lost
+/// in a crash leaves its events unsealed, and sealing them again makes the very same chain.
 async fn a_lost_seal_is_made_again_the_same(backend: Backend) {
     let cfg = TestConfig::new(backend).await;
     passerelle::tls::install_provider();
     let store = Store::connect(&cfg.store_url, 2).await.unwrap();
     store.migrate().await.unwrap();
-    let rec = Recorder {
-        node: "node-a".into(),
-        config_hash: "test".into(),
-    };
     for i in 0..12 {
-        store
-            .record(
-                &rec,
-                &format!("m{i}"),
-                EventKind::Received,
-                json!({ "i": i }),
-            )
-            .await
-            .unwrap();
+        unlinked(&cfg, "node-a", i).await;
     }
     let head = store.seal("node-a").await.unwrap().expect("events to seal");
     let chain = "SELECT hash FROM events WHERE node = 'node-a' ORDER BY seq";
@@ -463,7 +450,42 @@ async fn a_lost_seal_is_made_again_the_same(backend: Backend) {
     store.close().await;
 }
 
+/// Events a node writes join its chain: on SQLite in the transaction that writes them (never
+/// open to an unnoticed edit), on PostgreSQL when the sealer comes by.
+async fn written_events_join_the_chain(backend: Backend) {
+    let cfg = TestConfig::new(backend).await;
+    passerelle::tls::install_provider();
+    let store = Store::connect(&cfg.store_url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let rec = Recorder {
+        node: "node-a".into(),
+        config_hash: "test".into(),
+    };
+    // One written unlinked first (an older version's, on SQLite): the chain goes on after it.
+    unlinked(&cfg, "node-a", 0).await;
+    store.seal("node-a").await.unwrap();
+    for i in 1..=10 {
+        let detail = json!({ "i": i });
+        store
+            .record(&rec, &format!("m{i}"), EventKind::Received, detail)
+            .await
+            .unwrap();
+    }
+    let before = &store.verify_events().await.unwrap()[0];
+    match backend {
+        Backend::Sqlite => assert_eq!((before.sealed, before.unsealed), (11, 0), "{before:?}"),
+        Backend::Postgres => assert_eq!((before.sealed, before.unsealed), (1, 10), "{before:?}"),
+    }
+    store.seal("node-a").await.unwrap();
+    let after = &store.verify_events().await.unwrap()[0];
+    assert!(after.broken.is_none(), "{after:?}");
+    assert_eq!((after.sealed, after.unsealed), (11, 0));
+    assert_eq!(after.head.as_ref().map(|h| h.seq), Some(11));
+    store.close().await;
+}
+
 on_both_stores!(
+    written_events_join_the_chain,
     every_message_is_accounted_for,
     tampering_breaks_the_chain,
     each_node_keeps_its_chain,

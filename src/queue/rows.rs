@@ -7,6 +7,7 @@
 use super::RecipientStatus;
 use super::handoff::Lease;
 use super::store::{Claimed, NewMessage, Outcome};
+use crate::store::chain::{Chain, Fields};
 use crate::store::events::{EventKind, Recorder};
 use crate::store::{Backend, now_ms};
 use anyhow::Result;
@@ -41,6 +42,21 @@ pub(super) struct Rows<'a> {
     recipients: Vec<Recipient<'a>>,
     outcomes: Vec<(&'a Outcome, i64)>,
     events: Vec<Event<'a>>,
+}
+
+impl Event<'_> {
+    fn fields(&self, at: i64) -> Fields<'_> {
+        Fields {
+            id: 0,
+            message_id: self.message_id,
+            recipient: self.recipient,
+            at,
+            node: &self.rec.node,
+            kind: self.kind.as_str(),
+            detail: &self.detail,
+            config_hash: &self.rec.config_hash,
+        }
+    }
 }
 
 impl<'a> Rows<'a> {
@@ -247,16 +263,36 @@ impl<'a> Rows<'a> {
             batch.push(sql, args);
         }
         let at = now_ms();
-        for chunk in self.events.chunks(CHUNK) {
+        // On SQLite each event is linked into its node's chain as it is written (chain.rs).
+        let nodes: Vec<&str> = self.events.iter().map(|e| e.rec.node.as_str()).collect();
+        let chain = match nodes.is_empty() {
+            true => None,
+            false => Chain::load(tx, &nodes).await?,
+        };
+        let links = match chain {
+            Some(mut chain) => self
+                .events
+                .iter()
+                .map(|e| chain.link(e.fields(at)))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let width = if links.is_empty() { 7 } else { 11 };
+        for (i, chunk) in self.events.chunks(CHUNK).enumerate() {
             let slots = slots(b, chunk.len());
-            let sql = insert(
-                b,
-                "events (message_id, recipient, at, node, kind, detail, config_hash)",
-                7,
-                slots,
-            );
-            let mut args = Vec::with_capacity(slots * 7);
-            for e in chunk {
+            let columns = if links.is_empty() {
+                "events (message_id, recipient, at, node, kind, detail, config_hash)"
+            } else {
+                "events (id, message_id, recipient, at, node, kind, detail, config_hash, seq, \
+                 prev_hash, hash)"
+            };
+            let sql = insert(b, columns, width, slots);
+            let mut args = Vec::with_capacity(slots * width);
+            for (j, e) in chunk.iter().enumerate() {
+                let link = links.get(i * CHUNK + j);
+                if let Some(l) = link {
+                    args.push(Arg::Int(l.id));
+                }
                 args.extend([
                     Arg::Text(e.message_id),
                     Arg::MaybeText(e.recipient),
@@ -266,8 +302,11 @@ impl<'a> Rows<'a> {
                     Arg::Text(&e.detail),
                     Arg::Text(&e.rec.config_hash),
                 ]);
+                if let Some(l) = link {
+                    args.extend([Arg::Int(l.seq), Arg::Text(&l.prev_hash), Arg::Text(&l.hash)]);
+                }
             }
-            pad(&mut args, slots * 7);
+            pad(&mut args, slots * width);
             batch.push(sql, args);
         }
         let rows = batch.execute(b, tx).await?;
@@ -461,6 +500,12 @@ mod tests {
         );
         // Two outcomes, two events each: 3 + 4.
         assert_eq!(count("SELECT COUNT(*) FROM events").await, 7);
+        // Each linked into the node's chain as it was written, in order: no sealer ran.
+        let c = &store.verify_events().await.unwrap()[0];
+        assert!(c.broken.is_none(), "{c:?}");
+        assert_eq!((c.sealed, c.unsealed), (7, 0));
+        let seqs: Vec<i64> = column(&store, "SELECT seq FROM events ORDER BY id").await;
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
 
         // 300 recipients take a statement of 512 rows: past SQLite's 500 terms of a compound
         // SELECT, which a multi-row VALUES is not held to.

@@ -1,15 +1,23 @@
 //! Tamper-evident events: each node's events form a hash chain.
 //!
-//! Events are written inside the transactions they record (the `250` waits for that commit), so
-//! chaining them there would serialise every commit of a node behind one lock. Instead a sealer
-//! gives the node's new events, in the order it finds them committed, the next sequence numbers
-//! and a SHA-256 over the previous event's hash and the row's content. A changed row no longer
-//! matches its hash, a deleted row leaves a gap in the sequence, a reordered row breaks the link
-//! to its predecessor. An event is open to an undetected edit only until it is sealed (the daemon
-//! seals every second); cutting off the newest events is caught by comparing the chain's head,
-//! which the daemon logs at every seal, with what `events verify` reports.
+//! Each event gets its node's next sequence number and a SHA-256 over the previous event's hash
+//! and the row's content. A changed row no longer matches its hash, a deleted row leaves a gap
+//! in the sequence, a reordered row breaks the link to its predecessor. Cutting off the newest
+//! events is caught by comparing the chain's head, which `events verify` reports, with a copy
+//! kept elsewhere.
+//!
+//! When the links are made depends on the store:
+//! - **SQLite** has one writer at a time already, so an event is linked in the transaction that
+//!   writes it ([`Chain`]): it is never open to an undetected edit, and no second write is
+//!   needed. (Sealing afterwards rewrote every event row a second after it was written, ≈ 9 %
+//!   of the daemon's CPU under load: bench/README.md.)
+//! - **PostgreSQL** commits concurrently, and chaining there would queue every commit of a node
+//!   behind one lock: a sealer gives the node's new events, in the order it finds them
+//!   committed, their links afterwards. An event is open to an undetected edit until it is
+//!   sealed (the daemon seals every second). The sealer runs on SQLite too, for events written
+//!   unlinked (by a version before this one).
 
-use super::Store;
+use super::{Backend, Store};
 use anyhow::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -53,9 +61,21 @@ pub struct Break {
 
 const COLUMNS: &str = "id, message_id, recipient, at, node, kind, detail, config_hash";
 
+/// One event's stored fields, the ones its hash covers.
+pub(crate) struct Fields<'a> {
+    pub id: i64,
+    pub message_id: &'a str,
+    pub recipient: Option<&'a str>,
+    pub at: i64,
+    pub node: &'a str,
+    pub kind: &'a str,
+    pub detail: &'a str,
+    pub config_hash: &'a str,
+}
+
 /// The hash of one event: every stored field, each length-prefixed so that no two rows can
 /// encode alike, after the previous event's hash and this event's place in the chain.
-fn hash(prev: &str, seq: i64, r: &AnyRow) -> Result<String> {
+fn hash(prev: &str, seq: i64, e: &Fields<'_>) -> String {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_le_bytes());
@@ -63,21 +83,117 @@ fn hash(prev: &str, seq: i64, r: &AnyRow) -> Result<String> {
     };
     field(prev.as_bytes());
     field(&seq.to_le_bytes());
-    field(&r.try_get::<i64, _>("id")?.to_le_bytes());
-    field(r.try_get::<String, _>("message_id")?.as_bytes());
-    match r.try_get::<Option<String>, _>("recipient")? {
+    field(&e.id.to_le_bytes());
+    field(e.message_id.as_bytes());
+    match e.recipient {
         Some(rcpt) => {
             field(b"1");
             field(rcpt.as_bytes());
         }
         None => field(b"0"),
     }
-    field(&r.try_get::<i64, _>("at")?.to_le_bytes());
-    field(r.try_get::<String, _>("node")?.as_bytes());
-    field(r.try_get::<String, _>("kind")?.as_bytes());
-    field(r.try_get::<String, _>("detail")?.as_bytes());
-    field(r.try_get::<String, _>("config_hash")?.as_bytes());
-    Ok(hex::encode(h.finalize()))
+    field(&e.at.to_le_bytes());
+    field(e.node.as_bytes());
+    field(e.kind.as_bytes());
+    field(e.detail.as_bytes());
+    field(e.config_hash.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// [`hash`] over a row read back (`COLUMNS`).
+fn hash_row(prev: &str, seq: i64, r: &AnyRow) -> Result<String> {
+    let recipient: Option<String> = r.try_get("recipient")?;
+    let (message_id, node, kind, detail, config_hash): (String, String, String, String, String) = (
+        r.try_get("message_id")?,
+        r.try_get("node")?,
+        r.try_get("kind")?,
+        r.try_get("detail")?,
+        r.try_get("config_hash")?,
+    );
+    let fields = Fields {
+        id: r.try_get("id")?,
+        message_id: &message_id,
+        recipient: recipient.as_deref(),
+        at: r.try_get("at")?,
+        node: &node,
+        kind: &kind,
+        detail: &detail,
+        config_hash: &config_hash,
+    };
+    Ok(hash(prev, seq, &fields))
+}
+
+/// An event's place in its chain, made as it is written.
+pub(crate) struct Link {
+    pub id: i64,
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// On SQLite, the chains a write transaction extends: the next event id and each node's head,
+/// read under the write lock ([`Store::begin_write`] begins `IMMEDIATE`), so no other writer can
+/// come between. Ids are given explicitly because the hash covers them.
+pub(crate) struct Chain {
+    next_id: i64,
+    heads: Vec<(String, i64, String)>,
+}
+
+impl Chain {
+    /// `None` on PostgreSQL, where the sealer links events after their commit.
+    pub(crate) async fn load(
+        conn: &mut sqlx::AnyConnection,
+        nodes: &[&str],
+    ) -> Result<Option<Chain>> {
+        if conn.backend_name() != "SQLite" {
+            return Ok(None);
+        }
+        // One query per node (one round trip to sqlx's thread): the next id (AUTOINCREMENT
+        // keeps the highest id ever given in sqlite_sequence) and the node's head.
+        let mut next_id = 1;
+        let mut heads: Vec<(String, i64, String)> = Vec::with_capacity(1);
+        for node in nodes {
+            if heads.iter().any(|(n, _, _)| n == node) {
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+                 COALESCE((SELECT MAX(id) FROM events), 0)) + 1 AS next_id, h.seq, h.hash \
+                 FROM (SELECT 1) LEFT JOIN (SELECT seq, hash FROM events \
+                 WHERE node = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1) h",
+            )
+            .bind(*node)
+            .fetch_one(&mut *conn)
+            .await?;
+            next_id = row.try_get("next_id")?;
+            heads.push((
+                node.to_string(),
+                row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0),
+                row.try_get::<Option<String>, _>("hash")?
+                    .unwrap_or_default(),
+            ));
+        }
+        Ok(Some(Chain { next_id, heads }))
+    }
+
+    /// The link of the next event written (in this order, with the id given here). `e.id` is
+    /// ignored; `e.node` must be one of the nodes loaded.
+    pub(crate) fn link(&mut self, e: Fields<'_>) -> Result<Link> {
+        let Some((_, seq, prev)) = self.heads.iter_mut().find(|(n, _, _)| n == e.node) else {
+            anyhow::bail!("node {} was not loaded into the chain", e.node);
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        *seq += 1;
+        let h = hash(prev, *seq, &Fields { id, ..e });
+        let prev_hash = std::mem::replace(prev, h.clone());
+        Ok(Link {
+            id,
+            seq: *seq,
+            prev_hash,
+            hash: h,
+        })
+    }
 }
 
 impl Store {
@@ -91,34 +207,33 @@ impl Store {
             // takes the writers' turn (it held back every commit for the whole read, 4 ms a
             // second under load).
             let mut read = self.pool.begin().await?;
-            let (mut seq, mut prev) = head(&mut read, node).await?;
-            // Built from constants only.
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM events WHERE node = $1 AND seq IS NULL ORDER BY id LIMIT $2"
-            )))
-            .bind(node)
-            .bind(BATCH)
-            .fetch_all(&mut *read)
-            .await?;
+            let start = head(&mut read, node).await?;
+            let rows = unsealed(&mut read, node).await?;
             read.rollback().await?;
             if rows.is_empty() {
                 return Ok(sealed);
             }
-            let start = (seq, prev.clone());
-            // One UPDATE for the whole batch (each statement is a round trip to the store's
-            // thread; one per event cost more than the events themselves).
-            let mut sealed_rows = Vec::with_capacity(rows.len());
-            for r in &rows {
-                seq += 1;
-                let h = hash(&prev, seq, r)?;
-                sealed_rows.push((r.try_get::<i64, _>("id")?, seq, prev, h.clone()));
-                prev = h;
-            }
             // Unsynced: a seal lost in a crash leaves its events unsealed, and sealing them again
             // gives the same chain (the same events after the same durable head, in id order).
             let mut tx = self.begin_unsynced_write().await?;
-            if head(&mut tx, node).await? != start {
+            let (rows, (mut seq, mut prev)) = if self.backend == Backend::Sqlite {
+                // Events written meanwhile were linked as they were written, moving the head:
+                // read again under the write lock, where nothing moves. (Rare: only events
+                // written unlinked, by an older version, are left for the sealer here.)
+                (unsealed(&mut tx, node).await?, head(&mut tx, node).await?)
+            } else if head(&mut tx, node).await? != start {
                 anyhow::bail!("another sealer of node {node} sealed events meanwhile");
+            } else {
+                (rows, start)
+            };
+            // One UPDATE per chunk (each statement is a round trip to the store; one per event
+            // cost more than the events themselves).
+            let mut sealed_rows = Vec::with_capacity(rows.len());
+            for r in &rows {
+                seq += 1;
+                let h = hash_row(&prev, seq, r)?;
+                sealed_rows.push((r.try_get::<i64, _>("id")?, seq, prev, h.clone()));
+                prev = h;
             }
             for chunk in sealed_rows.chunks(CHUNK) {
                 let sql = format!(
@@ -137,11 +252,20 @@ impl Store {
                 }
             }
             tx.commit().await?;
-            sealed = Some(Head { seq, hash: prev });
+            if !sealed_rows.is_empty() {
+                sealed = Some(Head { seq, hash: prev });
+            }
             if (rows.len() as i64) < BATCH {
                 return Ok(sealed);
             }
         }
+    }
+
+    /// The last linked event of `node`, if any.
+    pub async fn chain_head(&self, node: &str) -> Result<Option<Head>> {
+        let mut conn = self.pool.acquire().await?;
+        let (seq, hash) = head(&mut conn, node).await?;
+        Ok((seq > 0).then_some(Head { seq, hash }))
     }
 
     /// Checks every node's chain from its first event; names the first event that breaks it.
@@ -196,7 +320,7 @@ impl Store {
                     ))
                 } else if stored_prev != prev {
                     Some("does not follow the previous event (removed or reordered)".into())
-                } else if hash(&prev, seq, r)? != stored {
+                } else if hash_row(&prev, seq, r)? != stored {
                     Some("content does not match its hash (the row was changed)".into())
                 } else {
                     None
@@ -224,6 +348,19 @@ impl Store {
     }
 }
 
+/// Up to [`BATCH`] events of `node` without a link, oldest first.
+async fn unsealed(conn: &mut sqlx::AnyConnection, node: &str) -> Result<Vec<AnyRow>> {
+    // Built from constants only.
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE node = $1 AND seq IS NULL ORDER BY id LIMIT $2"
+    );
+    Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(node)
+        .bind(BATCH)
+        .fetch_all(conn)
+        .await?)
+}
+
 /// The last sealed event of `node`: its sequence number and hash; (0, "") before the first.
 async fn head(conn: &mut sqlx::AnyConnection, node: &str) -> Result<(i64, String)> {
     let last = sqlx::query(
@@ -241,19 +378,23 @@ async fn head(conn: &mut sqlx::AnyConnection, node: &str) -> Result<(i64, String
 
 #[cfg(test)]
 mod tests {
-    use crate::store::events::EventKind;
 
     /// Two sealers of one node at once (a daemon and `passerelle events seal`): whichever loses
     /// a race stops with an error, and the chain they leave holds every event once, in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_sealers_at_once_leave_one_chain() {
-        let (_dir, store, rec) = crate::store::scratch().await;
+        let (_dir, store, _) = crate::store::scratch().await;
+        // Written unlinked, as a version before links were made at write time left them.
         for i in 0..1_200 {
-            let detail = serde_json::json!({ "i": i });
-            store
-                .record(&rec, &format!("m{i}"), EventKind::Received, detail)
-                .await
-                .unwrap();
+            sqlx::query(
+                "INSERT INTO events (message_id, at, node, kind, detail, config_hash) \
+                 VALUES ($1, 0, 'n', 'received', $2, 'h')",
+            )
+            .bind(format!("m{i}"))
+            .bind(serde_json::json!({ "i": i }).to_string())
+            .execute(&store.pool)
+            .await
+            .unwrap();
         }
         let (a, b) = tokio::join!(store.seal("n"), store.seal("n"));
         assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");

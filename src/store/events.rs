@@ -1,5 +1,6 @@
 //! The append-only event log: every step of every message, so that its fate can be traced.
 
+use super::chain::{Chain, Fields};
 use super::{Store, now_ms};
 use anyhow::Result;
 use serde_json::Value;
@@ -72,7 +73,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Appends one event inside the caller's transaction, so it commits with what it records.
+    /// Appends one event inside the caller's transaction, so it commits with what it records;
+    /// on SQLite linked into the node's chain as it is written (`chain.rs`).
     pub async fn record(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -81,17 +83,48 @@ impl Recorder {
         kind: EventKind,
         detail: Value,
     ) -> Result<()> {
+        let (at, detail) = (now_ms(), detail.to_string());
+        let Some(mut chain) = Chain::load(tx, &[&self.node]).await? else {
+            sqlx::query(
+                "INSERT INTO events (message_id, recipient, at, node, kind, detail, config_hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(message_id)
+            .bind(recipient)
+            .bind(at)
+            .bind(&self.node)
+            .bind(kind.as_str())
+            .bind(&detail)
+            .bind(&self.config_hash)
+            .execute(&mut **tx)
+            .await?;
+            return Ok(());
+        };
+        let link = chain.link(Fields {
+            id: 0,
+            message_id,
+            recipient,
+            at,
+            node: &self.node,
+            kind: kind.as_str(),
+            detail: &detail,
+            config_hash: &self.config_hash,
+        })?;
         sqlx::query(
-            "INSERT INTO events (message_id, recipient, at, node, kind, detail, config_hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO events (id, message_id, recipient, at, node, kind, detail, config_hash, \
+             seq, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
+        .bind(link.id)
         .bind(message_id)
         .bind(recipient)
-        .bind(now_ms())
+        .bind(at)
         .bind(&self.node)
         .bind(kind.as_str())
-        .bind(detail.to_string())
+        .bind(&detail)
         .bind(&self.config_hash)
+        .bind(link.seq)
+        .bind(&link.prev_hash)
+        .bind(&link.hash)
         .execute(&mut **tx)
         .await?;
         Ok(())

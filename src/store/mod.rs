@@ -305,7 +305,7 @@ impl Store {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
         let turn = self.turn().await;
         Ok(WriteTx {
-            tx: self.synced.begin().await?,
+            tx: self.begin_on(&self.synced).await?,
             pool: (self.backend == Backend::Sqlite).then(|| self.synced.clone()),
             _turn: turn,
         })
@@ -317,9 +317,20 @@ impl Store {
     pub(crate) async fn begin_unsynced_write(&self) -> Result<WriteTx> {
         let turn = self.turn().await;
         Ok(WriteTx {
-            tx: self.leases.begin().await?,
+            tx: self.begin_on(&self.leases).await?,
             pool: (self.backend == Backend::Sqlite).then(|| self.leases.clone()),
             _turn: turn,
+        })
+    }
+
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): what
+    /// it reads first, such as the head of the events' chain it extends, cannot change under it
+    /// (another process, a CLI command, may write between a plain BEGIN's first read and its
+    /// first write, and that write would then fail).
+    async fn begin_on(&self, pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => pool.begin().await?,
         })
     }
 
