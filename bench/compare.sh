@@ -33,6 +33,8 @@ STORE=${STORE:-sqlite}        # Passerelle's store: sqlite (a file under the scr
                               # diagnostic that removes the fsync's cost; not durable)
 IDLE=${IDLE:-5000}            # idle TLS sessions held on Passerelle and on the sink (0: skip)
 IDLE_POSTFIX=${IDLE_POSTFIX:-500}  # on Postfix: one smtpd process per session
+POSTFIX_TLS_REUSE=${POSTFIX_TLS_REUSE:-0}  # 1: Postfix reuses its TLS connections to the sink
+                              # (smtp_tls_connection_reuse, off in Postfix's defaults)
 PER_DESTINATION=${PER_DESTINATION:-20}  # Passerelle queue.per_destination (Postfix's default
                               # destination concurrency is 20)
 STORE_CONNECTIONS=${STORE_CONNECTIONS:-10}  # Passerelle store.max_connections (its default: 10)
@@ -324,6 +326,8 @@ smtpd_tls_protocols = >=TLSv1.2
 smtpd_tls_session_cache_database = btree:\${data_directory}/smtpd_scache
 smtp_tls_security_level = encrypt
 smtp_tls_session_cache_database = btree:\${data_directory}/smtp_scache
+# Off by default: Postfix caches no TLS connection to a next hop unless told to (through tlsproxy).
+smtp_tls_connection_reuse = $([ "$POSTFIX_TLS_REUSE" = 1 ] && echo yes || echo no)
 EOF
     # Debian's master.cf without chroot (a chroot needs copies of /etc files in the queue);
     # the smtpd process limit leaves room for the idle sessions.
@@ -352,6 +356,7 @@ virtual   unix  -       n       n       -       -       virtual
 lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
+tlsproxy  unix  -       -       n       -       0       tlsproxy
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
     PF_CONF=$pf/conf
