@@ -84,49 +84,46 @@ impl Recorder {
         detail: Value,
     ) -> Result<()> {
         let (at, detail) = (now_ms(), detail.to_string());
-        let Some(mut chain) = Chain::load(tx, &[&self.node]).await? else {
-            sqlx::query(
+        let link = match Chain::load(tx, &[&self.node]).await? {
+            Some(mut chain) => Some(chain.link(Fields {
+                id: 0,
+                message_id,
+                recipient,
+                at,
+                node: &self.node,
+                kind: kind.as_str(),
+                detail: &detail,
+                config_hash: &self.config_hash,
+            })?),
+            None => None,
+        };
+        let sql = match link {
+            Some(_) => {
+                "INSERT INTO events (id, message_id, recipient, at, node, kind, detail, \
+                 config_hash, seq, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            }
+            None => {
                 "INSERT INTO events (message_id, recipient, at, node, kind, detail, config_hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            }
+        };
+        let mut q = sqlx::query(sql);
+        if let Some(l) = &link {
+            q = q.bind(l.id);
+        }
+        q = q
             .bind(message_id)
             .bind(recipient)
             .bind(at)
             .bind(&self.node)
             .bind(kind.as_str())
             .bind(&detail)
-            .bind(&self.config_hash)
-            .execute(&mut **tx)
-            .await?;
-            return Ok(());
-        };
-        let link = chain.link(Fields {
-            id: 0,
-            message_id,
-            recipient,
-            at,
-            node: &self.node,
-            kind: kind.as_str(),
-            detail: &detail,
-            config_hash: &self.config_hash,
-        })?;
-        sqlx::query(
-            "INSERT INTO events (id, message_id, recipient, at, node, kind, detail, config_hash, \
-             seq, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(link.id)
-        .bind(message_id)
-        .bind(recipient)
-        .bind(at)
-        .bind(&self.node)
-        .bind(kind.as_str())
-        .bind(&detail)
-        .bind(&self.config_hash)
-        .bind(link.seq)
-        .bind(&link.prev_hash)
-        .bind(&link.hash)
-        .execute(&mut **tx)
-        .await?;
+            .bind(&self.config_hash);
+        if let Some(l) = &link {
+            q = q.bind(l.seq).bind(&l.prev_hash).bind(&l.hash);
+        }
+        q.execute(&mut **tx).await?;
         Ok(())
     }
 }
