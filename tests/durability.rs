@@ -109,7 +109,70 @@ fn received_id(text: &str) -> String {
         .to_owned()
 }
 
-on_both_stores!(sigkill_loses_no_acknowledged_message);
+/// Concurrent acceptances are committed together, on either store; one that cannot be written
+/// (its id is taken) fails alone, and every other one is on disk with its `received` event.
+async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
+    use passerelle::queue::RecipientStatus;
+    use passerelle::queue::store::NewMessage;
+    use passerelle::store::Store;
+    use passerelle::store::events::Recorder;
+    let cfg = TestConfig::new(backend).await;
+    passerelle::tls::install_provider();
+    let store = Store::connect(&cfg.store_url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    let rec = Recorder {
+        node: "n".into(),
+        config_hash: "h".into(),
+    };
+    let message = |id: &str| NewMessage {
+        id: id.into(),
+        direction: "inbound",
+        sender: "a@client.test".into(),
+        body: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        rcpts: vec!["b@example.test".into()],
+        copies: Vec::new(),
+        delegations: false,
+        detail: serde_json::json!({}),
+        status: RecipientStatus::Queued,
+        verdicts: Vec::new(),
+    };
+    store.accept(&rec, message("taken"), None, 1).await.unwrap();
+    let mut waits = Vec::new();
+    for i in 0..40 {
+        let (store, rec) = (store.clone(), rec.clone());
+        let id = if i == 17 {
+            "taken".to_owned()
+        } else {
+            format!("m{i}")
+        };
+        let m = message(&id);
+        waits.push(tokio::spawn(async move {
+            (i, store.accept(&rec, m, None, 2).await)
+        }));
+    }
+    for w in waits {
+        let (i, result) = w.await.unwrap();
+        assert_eq!(result.is_err(), i == 17, "message {i}: {result:?}");
+    }
+    let count = |sql: &'static str| async { support::db::ints(&cfg.store_url, sql).await[0] };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM messages").await,
+        40,
+        "39 new ones and the first"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM recipients").await, 40);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'received'").await,
+        40,
+        "the failed one left no event behind"
+    );
+    store.close().await;
+}
+
+on_both_stores!(
+    sigkill_loses_no_acknowledged_message,
+    a_bad_write_fails_alone_in_its_group
+);
 
 async fn pg_config(store_url: Option<String>, node: &str, sink: &Sink) -> TestConfig {
     let mut cfg = TestConfig::new(Backend::Postgres).await;

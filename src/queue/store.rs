@@ -89,20 +89,6 @@ pub struct Queued {
 }
 
 impl Store {
-    /// Writes the message, its recipients, its `received` event and the notice to its sender if
-    /// any, in one transaction of its own (PostgreSQL; SQLite goes through `group.rs`).
-    async fn enqueue_with(
-        &self,
-        rec: &Recorder,
-        m: &NewMessage,
-        notice: Option<&NewMessage>,
-        now: i64,
-    ) -> Result<Vec<Claimed>> {
-        let mut rows = Rows::default();
-        rows.accept(rec, m, notice, now);
-        self.write_rows(rows).await
-    }
-
     /// Writes `rows` in a transaction of their own, queued recipients leased to this node's
     /// scheduler when it takes them (`handoff.rs`); returns those, for `handoff.push`.
     async fn write_rows(&self, mut rows: Rows<'_>) -> Result<Vec<Claimed>> {
@@ -113,27 +99,16 @@ impl Store {
         Ok(leased)
     }
 
-    /// Queues an accepted message (and the notice about it): on SQLite it is committed together
-    /// with the other writes waiting at that moment (`group.rs`). When this returns Ok, it is
-    /// on disk and the client may be told `250`.
+    /// Queues an accepted message (and the notice about it), committed together with the other
+    /// writes waiting at that moment (`group.rs`). When this returns Ok, it is on disk and the
+    /// client may be told `250`.
     pub async fn accept(
         &self,
         rec: &Recorder,
-        mut message: NewMessage,
+        message: NewMessage,
         notice: Option<NewMessage>,
         now: i64,
     ) -> Result<()> {
-        if self.backend != Backend::Sqlite {
-            self.expand([&mut message]).await?;
-            let leased = self
-                .enqueue_with(rec, &message, notice.as_ref(), now)
-                .await?;
-            for m in std::iter::once(message).chain(notice) {
-                self.recent.keep(m, now);
-            }
-            self.handoff.push(leased);
-            return Ok(());
-        }
         self.grouped(rec, Work::Accept { message, notice }, now)
             .await
     }
@@ -319,8 +294,8 @@ impl Store {
     }
 
     /// Records the outcomes of one attempt: each recipient's new state and its events, and the
-    /// notice to the sender if there is one, in one transaction; gives up the lease. On SQLite
-    /// it is committed with the other writes waiting (`group.rs`).
+    /// notice to the sender if there is one, in one transaction with the other writes waiting
+    /// (`group.rs`); gives up the lease.
     pub async fn finish(
         &self,
         rec: &Recorder,
@@ -328,15 +303,8 @@ impl Store {
         notice: Option<NewMessage>,
         now: i64,
     ) -> Result<()> {
-        if self.backend == Backend::Sqlite {
-            return self
-                .grouped(rec, Work::Finish { outcomes, notice }, now)
-                .await;
-        }
-        let mut rows = Rows::default();
-        rows.finish(rec, &outcomes, notice.as_ref(), now);
-        self.handoff.push(self.write_rows(rows).await?);
-        Ok(())
+        self.grouped(rec, Work::Finish { outcomes, notice }, now)
+            .await
     }
 
     /// Keeps the lease on recipients still being delivered (a long transfer outlives a lease).
