@@ -110,7 +110,8 @@ fn received_id(text: &str) -> String {
 }
 
 /// Concurrent acceptances are committed together, on either store; one that cannot be written
-/// (its id is taken) fails alone, and every other one is on disk with its `received` event.
+/// (its id is taken) fails alone, and every other one is on disk with its `received` event,
+/// linked into the node's chain.
 async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
     use passerelle::queue::RecipientStatus;
     use passerelle::queue::store::NewMessage;
@@ -165,6 +166,11 @@ async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
         count("SELECT COUNT(*) FROM events WHERE kind = 'received'").await,
         40,
         "the failed one left no event behind"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE seq IS NULL").await,
+        0,
+        "each event linked into the chain as it was written, with no sealer"
     );
     store.close().await;
 }

@@ -450,8 +450,9 @@ async fn a_lost_seal_is_made_again_the_same(backend: Backend) {
     store.close().await;
 }
 
-/// Events a node writes join its chain: on SQLite in the transaction that writes them (never
-/// open to an unnoticed edit), on PostgreSQL when the sealer comes by.
+/// Events a node writes join its chain in the transaction that writes them (never open to an
+/// unnoticed edit), after one written unlinked; on PostgreSQL, those written while another
+/// transaction holds the chain's lock are written unlinked and join it when the sealer comes by.
 async fn written_events_join_the_chain(backend: Backend) {
     let cfg = TestConfig::new(backend).await;
     passerelle::tls::install_provider();
@@ -461,26 +462,42 @@ async fn written_events_join_the_chain(backend: Backend) {
         node: "node-a".into(),
         config_hash: "test".into(),
     };
-    // One written unlinked first (an older version's, on SQLite): the chain goes on after it.
+    let record = |from: usize, to: usize| {
+        let (store, rec) = (&store, &rec);
+        async move {
+            for i in from..=to {
+                let detail = json!({ "i": i });
+                store
+                    .record(rec, &format!("m{i}"), EventKind::Received, detail)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // One written unlinked first (an older version's): the chain goes on after it.
     unlinked(&cfg, "node-a", 0).await;
     store.seal("node-a").await.unwrap();
-    for i in 1..=10 {
-        let detail = json!({ "i": i });
-        store
-            .record(&rec, &format!("m{i}"), EventKind::Received, detail)
-            .await
-            .unwrap();
-    }
+    record(1, 10).await;
     let before = &store.verify_events().await.unwrap()[0];
-    match backend {
-        Backend::Sqlite => assert_eq!((before.sealed, before.unsealed), (11, 0), "{before:?}"),
-        Backend::Postgres => assert_eq!((before.sealed, before.unsealed), (1, 10), "{before:?}"),
+    assert_eq!((before.sealed, before.unsealed), (11, 0), "{before:?}");
+    let mut sealed = 11;
+    if backend == Backend::Postgres {
+        // The chain's lock, held by another session: the next events do not wait for it.
+        use sqlx::Connection;
+        let mut holder = sqlx::PgConnection::connect(&cfg.store_url).await.unwrap();
+        let hold = "SELECT pg_advisory_lock(1885434739, hashtext('node-a'))";
+        sqlx::query(hold).execute(&mut holder).await.unwrap();
+        record(11, 13).await;
+        let held = &store.verify_events().await.unwrap()[0];
+        assert_eq!((held.sealed, held.unsealed), (11, 3), "{held:?}");
+        holder.close().await.unwrap();
+        sealed = 14;
     }
     store.seal("node-a").await.unwrap();
     let after = &store.verify_events().await.unwrap()[0];
     assert!(after.broken.is_none(), "{after:?}");
-    assert_eq!((after.sealed, after.unsealed), (11, 0));
-    assert_eq!(after.head.as_ref().map(|h| h.seq), Some(11));
+    assert_eq!((after.sealed, after.unsealed), (sealed, 0));
+    assert_eq!(after.head.as_ref().map(|h| h.seq), Some(sealed));
     store.close().await;
 }
 

@@ -263,11 +263,12 @@ impl<'a> Rows<'a> {
             batch.push(sql, args);
         }
         let at = now_ms();
-        // On SQLite each event is linked into its node's chain as it is written (chain.rs).
+        // Each event is linked into its node's chain as it is written, unless the chain's lock
+        // is taken (chain.rs).
         let nodes: Vec<&str> = self.events.iter().map(|e| e.rec.node.as_str()).collect();
         let chain = match nodes.is_empty() {
             true => None,
-            false => Chain::load(tx, &nodes).await?,
+            false => Chain::load(tx, &nodes, self.events.len()).await?,
         };
         let links = match chain {
             Some(mut chain) => self

@@ -6,18 +6,16 @@
 //! events is caught by comparing the chain's head, which `events verify` reports, with a copy
 //! kept elsewhere.
 //!
-//! When the links are made depends on the store:
-//! - **SQLite** has one writer at a time already, so an event is linked in the transaction that
-//!   writes it ([`Chain`]): it is never open to an undetected edit, and no second write is
-//!   needed. (Sealing afterwards rewrote every event row a second after it was written, ≈ 9 %
-//!   of the daemon's CPU under load: bench/README.md.)
-//! - **PostgreSQL** commits concurrently, and chaining there would queue every commit of a node
-//!   behind one lock: a sealer gives the node's new events, in the order it finds them
-//!   committed, their links afterwards. An event is open to an undetected edit until it is
-//!   sealed (the daemon seals every second). The sealer runs on SQLite too, for events written
-//!   unlinked (by a version before this one).
+//! An event is linked in the transaction that writes it ([`Chain`]), under a lock on its node's
+//! chain: it is never open to an undetected edit, and no second write is needed. (Sealing
+//! afterwards rewrote every event row a second after it was written: ≈ 9 % of the daemon's CPU
+//! on SQLite, ≈ 10 % of ours and PostgreSQL's together there: bench/README.md.) On SQLite the
+//! lock is the store's own write lock; on PostgreSQL an advisory lock per node, which a write
+//! only tries to take, so that nothing ever waits for it while holding rows: an event written
+//! while another transaction holds it, or by a version before this one, is written unlinked
+//! and the sealer (every second in the daemon) gives it its link afterwards.
 
-use super::{Backend, Store};
+use super::Store;
 use anyhow::Result;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -131,49 +129,85 @@ pub(crate) struct Link {
     pub hash: String,
 }
 
-/// On SQLite, the chains a write transaction extends: the next event id and each node's head,
-/// read under the write lock ([`Store::begin_write`] begins `IMMEDIATE`), so no other writer can
-/// come between. Ids are given explicitly because the hash covers them.
+/// The chains a write transaction extends: the ids its events get and each node's head, read
+/// under the chain's lock ([`lock`]), so no other writer can come between. Ids are given
+/// explicitly because the hash covers them.
 pub(crate) struct Chain {
-    next_id: i64,
+    ids: std::vec::IntoIter<i64>,
     heads: Vec<(String, i64, String)>,
 }
 
+/// PostgreSQL advisory locks are two 32-bit keys: this class, and the hash of the node's name.
+const LOCK_CLASS: i32 = 0x7061_7373;
+
+/// Takes the lock on `node`'s chain for the rest of the transaction; with `wait` false, only if
+/// it is free at once. On SQLite the transaction holds the store's write lock already
+/// ([`Store::begin_write`] begins `IMMEDIATE`).
+async fn lock(conn: &mut sqlx::AnyConnection, node: &str, wait: bool) -> Result<bool> {
+    if conn.backend_name() == "SQLite" {
+        return Ok(true);
+    }
+    let sql = match wait {
+        true => "SELECT pg_advisory_xact_lock($1, hashtext($2)) IS NOT NULL AS locked",
+        false => "SELECT pg_try_advisory_xact_lock($1, hashtext($2)) AS locked",
+    };
+    let row = sqlx::query(sql)
+        .bind(LOCK_CLASS)
+        .bind(node)
+        .fetch_one(conn)
+        .await?;
+    Ok(row.try_get("locked")?)
+}
+
 impl Chain {
-    /// `None` on PostgreSQL, where the sealer links events after their commit.
+    /// The chains of `nodes`, for `count` events; `None` when a chain's lock is taken (on
+    /// PostgreSQL): the events are then written unlinked, for the sealer.
     pub(crate) async fn load(
         conn: &mut sqlx::AnyConnection,
         nodes: &[&str],
+        count: usize,
     ) -> Result<Option<Chain>> {
-        if conn.backend_name() != "SQLite" {
-            return Ok(None);
-        }
-        // One query per node (one round trip to sqlx's thread): the next id (AUTOINCREMENT
-        // keeps the highest id ever given in sqlite_sequence) and the node's head.
-        let mut next_id = 1;
         let mut heads: Vec<(String, i64, String)> = Vec::with_capacity(1);
         for node in nodes {
             if heads.iter().any(|(n, _, _)| n == node) {
                 continue;
             }
-            let row = sqlx::query(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
-                 COALESCE((SELECT MAX(id) FROM events), 0)) + 1 AS next_id, h.seq, h.hash \
-                 FROM (SELECT 1) LEFT JOIN (SELECT seq, hash FROM events \
-                 WHERE node = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1) h",
-            )
-            .bind(*node)
-            .fetch_one(&mut *conn)
-            .await?;
-            next_id = row.try_get("next_id")?;
-            heads.push((
-                node.to_string(),
-                row.try_get::<Option<i64>, _>("seq")?.unwrap_or(0),
-                row.try_get::<Option<String>, _>("hash")?
-                    .unwrap_or_default(),
-            ));
+            if !lock(conn, node, false).await? {
+                return Ok(None);
+            }
+            let (seq, hash) = head(conn, node).await?;
+            heads.push((node.to_string(), seq, hash));
         }
-        Ok(Some(Chain { next_id, heads }))
+        let ids: Vec<i64> = if conn.backend_name() == "SQLite" {
+            // AUTOINCREMENT keeps the highest id ever given in sqlite_sequence.
+            let first: i64 = sqlx::query(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0), \
+                 COALESCE((SELECT MAX(id) FROM events), 0)) + 1 AS id",
+            )
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("id")?;
+            (first..first + count as i64).collect()
+        } else {
+            // From the sequence, as unlinked events written meanwhile take theirs.
+            let rows = sqlx::query(
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id \
+                 FROM generate_series(1, $1)",
+            )
+            .bind(count as i64)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut ids = rows
+                .iter()
+                .map(|r| r.try_get("id"))
+                .collect::<Result<Vec<i64>, _>>()?;
+            ids.sort_unstable();
+            ids
+        };
+        Ok(Some(Chain {
+            ids: ids.into_iter(),
+            heads,
+        }))
     }
 
     /// The link of the next event written (in this order, with the id given here). `e.id` is
@@ -182,8 +216,9 @@ impl Chain {
         let Some((_, seq, prev)) = self.heads.iter_mut().find(|(n, _, _)| n == e.node) else {
             anyhow::bail!("node {} was not loaded into the chain", e.node);
         };
-        let id = self.next_id;
-        self.next_id += 1;
+        let Some(id) = self.ids.next() else {
+            anyhow::bail!("more events linked than loaded for");
+        };
         *seq += 1;
         let h = hash(prev, *seq, &Fields { id, ..e });
         let prev_hash = std::mem::replace(prev, h.clone());
@@ -198,34 +233,25 @@ impl Chain {
 
 impl Store {
     /// Seals `node`'s unsealed events, oldest row first. Returns the new head when anything was
-    /// sealed. Two sealers of one node (the daemon and a CLI command) cannot both win: the
-    /// second one's sequence numbers collide on the unique index and its transaction fails.
+    /// sealed. Two sealers of one node (the daemon and a CLI command) take turns on the chain's
+    /// lock; one of a version without it loses on the unique index and its transaction fails.
     pub async fn seal(&self, node: &str) -> Result<Option<Head>> {
         let mut sealed = None;
         loop {
-            // Read and hashed beside the writers, in a snapshot of its own; only the UPDATE
-            // takes the writers' turn (it held back every commit for the whole read, 4 ms a
-            // second under load).
-            let mut read = self.pool.begin().await?;
-            let start = head(&mut read, node).await?;
-            let rows = unsealed(&mut read, node).await?;
-            read.rollback().await?;
-            if rows.is_empty() {
+            // Looked for beside the writers first: usually there is nothing to seal, and then
+            // the writers' turn is not taken at all.
+            let mut read = self.pool.acquire().await?;
+            if unsealed(&mut read, node).await?.is_empty() {
                 return Ok(sealed);
             }
+            drop(read);
             // Unsynced: a seal lost in a crash leaves its events unsealed, and sealing them again
             // gives the same chain (the same events after the same durable head, in id order).
+            // Read again under the chain's lock: events written meanwhile moved the head.
             let mut tx = self.begin_unsynced_write().await?;
-            let (rows, (mut seq, mut prev)) = if self.backend == Backend::Sqlite {
-                // Events written meanwhile were linked as they were written, moving the head:
-                // read again under the write lock, where nothing moves. (Rare: only events
-                // written unlinked, by an older version, are left for the sealer here.)
-                (unsealed(&mut tx, node).await?, head(&mut tx, node).await?)
-            } else if head(&mut tx, node).await? != start {
-                anyhow::bail!("another sealer of node {node} sealed events meanwhile");
-            } else {
-                (rows, start)
-            };
+            lock(&mut tx, node, true).await?;
+            let rows = unsealed(&mut tx, node).await?;
+            let (mut seq, mut prev) = head(&mut tx, node).await?;
             // One UPDATE per chunk (each statement is a round trip to the store; one per event
             // cost more than the events themselves).
             let mut sealed_rows = Vec::with_capacity(rows.len());

@@ -74,7 +74,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Appends one event inside the caller's transaction, so it commits with what it records;
-    /// on SQLite linked into the node's chain as it is written (`chain.rs`).
+    /// linked into the node's chain as it is written (`chain.rs`).
     pub async fn record(
         &self,
         tx: &mut Transaction<'_, Any>,
@@ -84,7 +84,7 @@ impl Recorder {
         detail: Value,
     ) -> Result<()> {
         let (at, detail) = (now_ms(), detail.to_string());
-        let link = match Chain::load(tx, &[&self.node]).await? {
+        let link = match Chain::load(tx, &[&self.node], 1).await? {
             Some(mut chain) => Some(chain.link(Fields {
                 id: 0,
                 message_id,
