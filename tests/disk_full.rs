@@ -167,9 +167,6 @@ async fn disk_full_tempfails_and_corrupts_nothing() {
 /// acknowledgement was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_store_acknowledges_after_a_full_disk_is_committed() {
-    use passerelle::queue::RecipientStatus;
-    use passerelle::queue::store::NewMessage;
-    use passerelle::store::events::Recorder;
     let dir = tempfile::tempdir().unwrap();
     let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "1m") else {
         assert!(std::env::var("PASSERELLE_REQUIRE_MOUNT").is_err());
@@ -179,22 +176,8 @@ async fn what_the_store_acknowledges_after_a_full_disk_is_committed() {
     let url = format!("sqlite://{}", disk.0.join("s.db").display());
     let store = passerelle::store::Store::connect(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
-    let rec = Recorder {
-        node: "n".into(),
-        config_hash: "h".into(),
-    };
-    let message = |id: String, size: usize| NewMessage {
-        id,
-        direction: "inbound",
-        sender: "a@client.test".into(),
-        body: vec![b'x'; size],
-        rcpts: vec!["b@example.test".into()],
-        copies: Vec::new(),
-        delegations: false,
-        detail: serde_json::json!({}),
-        status: RecipientStatus::Queued,
-        verdicts: Vec::new(),
-    };
+    let rec = support::db::recorder();
+    let message = |id: String, size: usize| support::db::queued_message(&id, vec![b'x'; size]);
     let mut acked = 0;
     let mut full = false;
     for i in 0..200 {

@@ -113,30 +113,15 @@ fn received_id(text: &str) -> String {
 /// (its id is taken) fails alone, and every other one is on disk with its `received` event,
 /// linked into the node's chain.
 async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
-    use passerelle::queue::RecipientStatus;
-    use passerelle::queue::store::NewMessage;
-    use passerelle::store::Store;
-    use passerelle::store::events::Recorder;
+    use support::db::{queued_message, recorder};
     let cfg = TestConfig::new(backend).await;
     passerelle::tls::install_provider();
-    let store = Store::connect(&cfg.store_url, 4).await.unwrap();
+    let store = passerelle::store::Store::connect(&cfg.store_url, 4)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
-    let rec = Recorder {
-        node: "n".into(),
-        config_hash: "h".into(),
-    };
-    let message = |id: &str| NewMessage {
-        id: id.into(),
-        direction: "inbound",
-        sender: "a@client.test".into(),
-        body: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
-        rcpts: vec!["b@example.test".into()],
-        copies: Vec::new(),
-        delegations: false,
-        detail: serde_json::json!({}),
-        status: RecipientStatus::Queued,
-        verdicts: Vec::new(),
-    };
+    let rec = recorder();
+    let message = |id: &str| queued_message(id, b"Subject: x\r\n\r\nhi\r\n".to_vec());
     store.accept(&rec, message("taken"), None, 1).await.unwrap();
     let mut waits = Vec::new();
     for i in 0..40 {
