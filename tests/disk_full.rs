@@ -177,7 +177,9 @@ async fn what_the_store_acknowledges_after_a_full_disk_is_committed() {
     let store = passerelle::store::Store::connect(&url, 4).await.unwrap();
     store.migrate().await.unwrap();
     let rec = support::db::recorder();
-    let message = |id: String, size: usize| support::db::queued_message(&id, vec![b'x'; size]);
+    let message = |id: String, size: usize| {
+        passerelle::queue::store::NewMessage::sample(&id, vec![b'x'; size])
+    };
     let mut acked = 0;
     let mut full = false;
     for i in 0..200 {

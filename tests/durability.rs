@@ -113,7 +113,8 @@ fn received_id(text: &str) -> String {
 /// (its id is taken) fails alone, and every other one is on disk with its `received` event,
 /// linked into the node's chain.
 async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
-    use support::db::{queued_message, recorder};
+    use passerelle::queue::store::NewMessage;
+    use support::db::recorder;
     let cfg = TestConfig::new(backend).await;
     passerelle::tls::install_provider();
     let store = passerelle::store::Store::connect(&cfg.store_url, 4)
@@ -121,7 +122,7 @@ async fn a_bad_write_fails_alone_in_its_group(backend: Backend) {
         .unwrap();
     store.migrate().await.unwrap();
     let rec = recorder();
-    let message = |id: &str| queued_message(id, b"Subject: x\r\n\r\nhi\r\n".to_vec());
+    let message = |id: &str| NewMessage::sample(id, b"Subject: x\r\n\r\nhi\r\n".to_vec());
     store.accept(&rec, message("taken"), None, 1).await.unwrap();
     let mut waits = Vec::new();
     for i in 0..40 {

@@ -33,10 +33,11 @@ pub struct NewMessage {
     pub verdicts: Vec<Value>,
 }
 
-#[cfg(test)]
 impl NewMessage {
-    /// An inbound message from a@client.test to b@example.test, for unit tests.
-    pub(crate) fn sample(id: &str, body: Vec<u8>) -> NewMessage {
+    /// An inbound message from a@client.test to b@example.test, queued: for the tests that
+    /// write to a store directly (unit and integration tests alike).
+    #[doc(hidden)]
+    pub fn sample(id: &str, body: Vec<u8>) -> NewMessage {
         NewMessage {
             id: id.into(),
             direction: "inbound",

@@ -105,23 +105,6 @@ where
     rows.iter().map(|r| r.get::<T, _>(0)).collect()
 }
 
-/// An inbound message from a@client.test to b@example.test, queued, for tests that write to a
-/// store directly.
-pub fn queued_message(id: &str, body: Vec<u8>) -> passerelle::queue::store::NewMessage {
-    passerelle::queue::store::NewMessage {
-        id: id.into(),
-        direction: "inbound",
-        sender: "a@client.test".into(),
-        body,
-        rcpts: vec!["b@example.test".into()],
-        copies: Vec::new(),
-        delegations: false,
-        detail: serde_json::json!({}),
-        status: passerelle::queue::RecipientStatus::Queued,
-        verdicts: Vec::new(),
-    }
-}
-
 /// The recorder of node "n", for tests that write to a store directly.
 pub fn recorder() -> passerelle::store::events::Recorder {
     passerelle::store::events::Recorder {
