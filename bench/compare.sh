@@ -20,6 +20,8 @@ C=${C:-50}
 N_LAT=${N_LAT:-2000}          # messages per latency run, at C_LAT connections
 C_LAT=${C_LAT:-10}
 SIZE=${SIZE:-10240}           # octets per message
+SHAPE=${SHAPE:-text}          # what a message looks like: text (one plain part), alternative
+                              # (text and its HTML version) or attachment (a note and a PDF)
 ROUNDS=${ROUNDS:-2}           # alternations: postfix, passerelle, sink, postfix, …
 KEYS=${KEYS:-"ecdsa rsa"}     # certificate sets; every server uses the set's certificate
 SERVERS=${SERVERS:-"postfix passerelle sink"}  # which servers to measure, in this order
@@ -464,7 +466,7 @@ run() {
     local c0 c1
     c0=$(sink_field connections)
     out=$("$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n "$n" -c "$c" -k "$K" \
-        --size "$SIZE" "${e2e[@]}" "${PIPELINED[@]}")
+        --size "$SIZE" --shape "$SHAPE" "${e2e[@]}" "${PIPELINED[@]}")
     c1=$(sink_field connections)
     t1=$(family_ticks "$pid")
     k1=$(proc_ticks "$CLAMD_PID")
@@ -558,7 +560,7 @@ tmpfs) SHM=$(mktemp -d /dev/shm/passerelle-bench.XXXXXX) ;;
 esac
 SINK_PORT=$(free_port) SINK_STATS=$(free_port) PF_PORT=$(free_port) PS_PORT=$(free_port)
 PS_ADMIN=$(free_port)
-log "scratch directory $WORK; load: $N messages at $C connections, $N_LAT at $C_LAT; $SIZE octets"
+log "scratch directory $WORK; load: $N messages at $C connections, $N_LAT at $C_LAT; $SIZE octets, $SHAPE"
 log "other load on the machine now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 first=1
@@ -567,7 +569,7 @@ for key in $KEYS; do
     start_servers "$key"
     # Warm-up: processes forked, caches and the SQLite file created.
     for server in $SERVERS; do
-        "$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n 200 -c 10 --size "$SIZE" \
+        "$LOADGEN" load "127.0.0.1:$(server_port "$server")" -n 200 -c 10 --size "$SIZE" --shape "$SHAPE" \
             --sink-stats "127.0.0.1:$SINK_STATS" "${PIPELINED[@]}" >/dev/null
     done
     for round in $(seq 1 "$ROUNDS"); do
@@ -618,7 +620,7 @@ signature_costs() {
 }
 
 echo
-echo "Passerelle vs Postfix vs bare sink: $N messages of $SIZE octets at $C connections (throughput),"
+echo "Passerelle vs Postfix vs bare sink: $N messages of $SIZE octets ($SHAPE) at $C connections (throughput),"
 echo "$N_LAT at $C_LAT (latency), $K message(s) per connection, STARTTLS, TLS 1.3,"
 echo "$([ "$PIPELINING" = 1 ] && echo "MAIL, RCPT and DATA pipelined" || echo "one command per round trip"); Passerelle's"
 echo "store: $STORE; mean of $ROUNDS alternated rounds. CPU ms/msg: the server's processes, delivery"

@@ -231,6 +231,41 @@ async fn virus_in_the_text_body_is_uncleanable() {
     assert_eq!(report.findings[0].part, "1");
     assert_eq!(report.findings[0].filename, None);
 
+    // In the plain text beside its HTML version, sent as it is: the whole-message scan reads
+    // it, and the part is then named; an infected attachment beside it is named too, in
+    // message order.
+    let alternative = |attachment: &[u8]| {
+        format!(
+            "From: ann@example.org\r\nSubject: hi\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=\"m\"\r\n\r\n\
+             --m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n\
+             --a\r\nContent-Type: text/plain\r\n\r\n{body}\r\n\
+             --a\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+             <p style=3D\"x\">Hello</p>\r\n--a--\r\n\
+             --m\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\n\r\n{}\r\n--m--\r\n",
+            String::from_utf8_lossy(attachment)
+        )
+    };
+    let report = scanner
+        .scan(alternative(b"clean").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+    let parts: Vec<&str> = report.findings.iter().map(|f| f.part.as_str()).collect();
+    assert_eq!(parts, ["1.1"], "{report:?}");
+    let report = scanner.scan(alternative(EICAR).as_bytes()).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+    let parts: Vec<&str> = report.findings.iter().map(|f| f.part.as_str()).collect();
+    assert_eq!(parts, ["1.1", "2"], "{report:?}");
+    assert_eq!(report.findings[1].filename.as_deref(), Some("a.bin"));
+    // The same message with a clean body is delivered without its infected attachment.
+    let clean = alternative(EICAR).replace(&body, "Hello\r\n");
+    let report = scanner.scan(clean.as_bytes()).await.unwrap();
+    assert!(
+        matches!(report.verdict, Verdict::Cleaned { .. }),
+        "{report:?}"
+    );
+
     // As the only part of a single-part message, sent as it is: one scan of the whole message
     // reads the body's bytes, and finds it there.
     let raw = format!("From: ann@example.org\r\nTo: bob@example.net\r\nSubject: hi\r\n\r\n{body}");

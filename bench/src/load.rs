@@ -4,6 +4,7 @@
 //! Also the idle mode: N TLS sessions opened and held, to measure a server's memory per session.
 
 use crate::conn::{Conn, Reply};
+use crate::message::{Shape, Template};
 use crate::stats::{self, Errors, Latencies};
 use crate::tls;
 use anyhow::{Context as _, Result};
@@ -35,6 +36,10 @@ pub struct LoadArgs {
     /// Message size in octets, headers included.
     #[arg(long, default_value_t = 10 * 1024)]
     pub size: usize,
+    /// What the messages look like: one plain text part, text with its HTML version, or a
+    /// short note with a PDF attached (message.rs).
+    #[arg(long, value_enum, default_value_t = Shape::Text)]
+    pub shape: Shape,
     /// EHLO, STARTTLS, EHLO (the default).
     #[arg(long, conflicts_with = "implicit_tls")]
     pub starttls: bool,
@@ -96,7 +101,7 @@ struct Shared {
     left: AtomicU64,
     /// Numbers each message (its Message-ID).
     seq: AtomicU64,
-    body: Vec<u8>,
+    template: Template,
 }
 
 impl Shared {
@@ -145,7 +150,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         .with_context(|| format!("no address for {}", args.target))?;
     let name = ServerName::try_from(args.sni.clone().unwrap_or(host))?.to_owned();
     let tls = TlsConnector::from(tls::client_config(args.ca.as_ref(), args.resume)?);
-    let body = body(args.size);
+    let template = Template::new(args.shape, args.size);
     let shared = Arc::new(Shared {
         left: AtomicU64::new(args.messages),
         seq: AtomicU64::new(0),
@@ -153,7 +158,7 @@ pub async fn run(args: LoadArgs) -> Result<()> {
         addr,
         tls,
         name,
-        body,
+        template,
     });
     match shared.args.idle {
         Some(n) => idle(shared, n).await,
@@ -358,8 +363,7 @@ async fn send(shared: &Shared, conn: &mut Conn<TlsStream<TcpStream>>) -> Result<
         expect(shared, conn, Some("DATA"), 354).await?;
     }
     let n = shared.seq.fetch_add(1, Ordering::Relaxed);
-    conn.queue(headers(n, &a.from, &a.to).as_bytes());
-    conn.queue(&shared.body);
+    conn.queue(&shared.template.render(n, &a.from, &a.to));
     conn.queue(b".\r\n");
     conn.flush().await.map_err(Fail::io)?;
     expect(shared, conn, None, 250).await.map(drop)
@@ -412,45 +416,6 @@ where
             reply.text
         ),
     ))
-}
-
-/// The message's headers; the body is the same for every message.
-fn headers(n: u64, from: &str, to: &str) -> String {
-    format!(
-        "From: Bench Sender <{from}>\r\nTo: <{to}>\r\nSubject: Quarterly figures, part {n}\r\n\
-         Date: Thu, 01 Jan 2026 12:00:00 +0000\r\nMessage-ID: <bench-{n}@bench.test>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
-    )
-}
-
-/// Plain business prose, in lines of at most 78 octets, up to `size` octets with the headers.
-fn body(size: usize) -> Vec<u8> {
-    const TEXT: &str = "Hello team, please find below the notes from this week's planning \
-        meeting. The delivery schedule for the northern warehouse moves to Tuesday, and the \
-        new invoices will be sent to the accounting office before the end of the month. \
-        Maria will share the updated spreadsheet with the regional managers tomorrow. If you \
-        have questions about the budget, contact the finance desk. Thank you for your work. ";
-    let words: Vec<&str> = TEXT.split_whitespace().collect();
-    let target = size.saturating_sub(headers(0, "", "").len() + 60);
-    let mut out = Vec::with_capacity(target + 100);
-    let mut line = String::new();
-    for w in words.iter().cycle() {
-        if out.len() + line.len() >= target {
-            break;
-        }
-        if line.len() + w.len() + 1 > 76 {
-            out.extend_from_slice(line.as_bytes());
-            out.extend_from_slice(b"\r\n");
-            line.clear();
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(w);
-    }
-    out.extend_from_slice(line.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// Opens `n` sessions, C at a time, and holds them.

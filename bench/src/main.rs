@@ -2,6 +2,8 @@
 //! counts what it receives. `bench/README.md` says how to run them and what the figures mean.
 //!
 //! - `load.rs`: the client (`load`), and holding idle TLS sessions (`load --idle N`).
+//! - `message.rs`: the messages it sends, in three shapes (plain text, text and HTML, a PDF
+//!   attached).
 //! - `sink.rs`: the server (`sink`): STARTTLS required, messages counted and discarded.
 //! - `sign.rs`: the handshake signature's cost per certificate type (`sign`).
 //! - `conn.rs`: the buffered SMTP stream both use; `tls.rs`: rustls (ring) configurations;
@@ -9,6 +11,7 @@
 
 mod conn;
 mod load;
+mod message;
 mod sign;
 mod sink;
 mod stats;

@@ -20,7 +20,10 @@
 //! whole only: clean passes, anything found makes it uncleanable (we cannot tell where). So is
 //! a one-part plain text message sent as it is, told from its own header fields without the
 //! parse: its only leaf would be its raw body, which the whole-message scan reads, and a
-//! finding in a body makes a message uncleanable either way.
+//! finding in a body makes a message uncleanable either way. For the same reason, in a
+//! multipart message a body part sent as it is (no transfer encoding: the plain text beside
+//! an HTML version, the note above an attachment) is not scanned on its own in step 1; when
+//! step 4 finds something, those parts are scanned then, to name the part in the report.
 //!
 //! # What counts as an attachment
 //!
@@ -261,9 +264,17 @@ impl Scanner {
             return self.scan_whole(raw, report, deadline).await;
         }
 
+        // The same holds for every body leaf sent as it is, in a multipart message too (the
+        // plain text beside an HTML version, the note above an attachment): those are read
+        // by the whole-message scan and scanned on their own only to name the part when it
+        // finds something. Each clamd request costs it ≈ 0.16 ms before any matching.
+        let (in_whole, leaves): (Vec<&Leaf<'_>>, Vec<&Leaf<'_>>) = walk
+            .leaves
+            .iter()
+            .partition(|l| l.unit.is_none() && l.verbatim);
         let mut body_infected = false;
         let mut infected: Vec<(Unit, Vec<String>)> = Vec::new();
-        for leaf in &walk.leaves {
+        for leaf in leaves {
             if leaf.data.is_empty() {
                 continue;
             }
@@ -290,13 +301,15 @@ impl Scanner {
             return Ok(report);
         }
         if infected.is_empty() {
-            return self.scan_whole(raw, report, deadline).await;
+            let report = self.scan_whole(raw, report, deadline).await?;
+            return self.name_parts(report, &in_whole, deadline).await;
         }
         let Some(cleaned) = remove_parts(raw, &infected) else {
             report.verdict = Verdict::Uncleanable;
             return Ok(report);
         };
-        let mut report = self.scan_whole(&cleaned, report, deadline).await?;
+        let report = self.scan_whole(&cleaned, report, deadline).await?;
+        let mut report = self.name_parts(report, &in_whole, deadline).await?;
         if report.verdict == Verdict::Clean {
             report.verdict = Verdict::Cleaned { message: cleaned };
         }
@@ -317,6 +330,43 @@ impl Scanner {
                 virus,
             });
             report.verdict = Verdict::Uncleanable;
+        }
+        Ok(report)
+    }
+
+    /// After the whole message was found infected: the body leaves it stood for are scanned
+    /// on their own, and those infected replace its finding, so that the report names the
+    /// part as it does for every other leaf. A finding in none of them (a preamble, a part
+    /// read differently) stays the whole message's.
+    async fn name_parts(
+        &self,
+        mut report: Report,
+        in_whole: &[&Leaf<'_>],
+        deadline: Instant,
+    ) -> Result<Report, ScanError> {
+        if report.verdict != Verdict::Uncleanable || in_whole.is_empty() {
+            return Ok(report);
+        }
+        let mut named = Vec::new();
+        for leaf in in_whole.iter().filter(|l| !l.data.is_empty()) {
+            if let Some(virus) = self.scan_one(&leaf.data, deadline).await? {
+                named.push(Finding {
+                    part: leaf.path.clone(),
+                    filename: leaf.filename.clone(),
+                    virus,
+                });
+            }
+        }
+        if !named.is_empty() {
+            report.findings.retain(|f| !f.part.is_empty());
+            report.findings.extend(named);
+            // In message order, as the leaves were walked: "1" < "2" < "2.1" < "10".
+            report.findings.sort_by_cached_key(|f| {
+                f.part
+                    .split('.')
+                    .map(|n| n.parse::<u32>().unwrap_or(u32::MAX))
+                    .collect::<Vec<_>>()
+            });
         }
         Ok(report)
     }
@@ -473,7 +523,8 @@ pub(crate) struct Leaf<'m> {
     filename: Option<String>,
     /// The content as sent to clamd: transfer-decoded, not charset-converted.
     data: Cow<'m, [u8]>,
-    /// `data` is the raw bytes as they stand in the message (text, no transfer encoding).
+    /// `data` is bytes of the top-level raw message as they stand there (text, no transfer
+    /// encoding, not inside an encoded attached message).
     verbatim: bool,
     /// What removing this leaf rewrites; `None` when the leaf is (part of) the message body.
     pub(crate) unit: Option<Unit>,
@@ -541,6 +592,7 @@ fn join(prefix: &str, n: usize) -> String {
 
 pub(crate) fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
     let mut out = Walk::default();
+    let top = message.raw_message.as_ref().as_ptr_range();
     let mut stack = vec![Visit {
         message,
         id: 0,
@@ -607,6 +659,11 @@ pub(crate) fn walk<'m>(message: &'m Message<'_>, max_parts: usize) -> Walk<'m> {
                 };
                 let filename = part.attachment_name().map(str::to_string);
                 let (data, verbatim) = decoded(v.message, part);
+                // An attached message sent in base64 is parsed from its decoded copy.
+                let verbatim = verbatim && {
+                    let at = data.as_ptr_range();
+                    top.start <= at.start && at.end <= top.end
+                };
                 if is_encrypted(part, filename.as_deref(), &data, v.in_encrypted) {
                     out.encrypted
                         .push(filename.clone().unwrap_or_else(|| path.clone()));
@@ -1002,6 +1059,44 @@ mod tests {
         let walk = walk(&message, 1000);
         assert_eq!(&walk.leaves[0].data[..], b"caf\xe9 = ok\r\n");
         assert!(!walk.leaves[0].verbatim);
+    }
+
+    #[test]
+    fn body_parts_sent_as_they_are_are_read_by_the_whole_message_scan() {
+        // The text beside its HTML version, as mail clients send it: the 7bit text is bytes of
+        // the raw message, the quoted-printable HTML is decoded.
+        let raw = b"From: a@example.org\r\nMIME-Version: 1.0\r\n\
+                    Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n\
+                    --b\r\nContent-Type: text/plain\r\n\r\nHello\r\n\
+                    --b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+                    <p style=3D\"x\">Hello</p>\r\n--b--\r\n";
+        let message = MessageParser::default().parse(&raw[..]).unwrap();
+        let walk = walk(&message, 1000);
+        let summary: Vec<(&str, bool, bool)> = walk
+            .leaves
+            .iter()
+            .map(|l| (l.path.as_str(), l.verbatim, l.unit.is_none()))
+            .collect();
+        assert_eq!(summary, [("1", true, true), ("2", false, true)]);
+
+        // A message whose body is an attached message sent in base64: its text is bytes of
+        // the decoded copy, not of the raw message, and must be scanned on its own.
+        use base64::Engine as _;
+        let inner = base64::engine::general_purpose::STANDARD
+            .encode("From: b@example.org\r\nSubject: inner\r\n\r\nHello inside\r\n");
+        let raw = format!(
+            "From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{inner}\r\n"
+        );
+        let message = MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let walk = self::walk(&message, 1000);
+        assert_eq!(walk.leaves.len(), 1, "{walk:?}");
+        assert_eq!(&walk.leaves[0].data[..], b"Hello inside\r\n");
+        assert!(walk.leaves[0].unit.is_none(), "the message's body");
+        assert!(
+            !walk.leaves[0].verbatim,
+            "not in the raw message as it stands"
+        );
     }
 
     #[test]
