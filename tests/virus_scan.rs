@@ -274,6 +274,18 @@ async fn virus_in_the_text_body_is_uncleanable() {
     assert_eq!(report.findings.len(), 1, "{report:?}");
     assert_eq!(report.findings[0].part, "", "found in the whole message");
 
+    // Too large to be told plain from its header fields, it is parsed: the whole-message scan
+    // still reads the body as it stands, and the part is then named.
+    let large = format!(
+        "From: ann@example.org\r\nSubject: hi\r\n\r\n{}{body}",
+        "A line of the quarterly report.\r\n".repeat(10_000)
+    );
+    assert!(large.len() > 256 << 10);
+    let report = scanner.scan(large.as_bytes()).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+    let parts: Vec<&str> = report.findings.iter().map(|f| f.part.as_str()).collect();
+    assert_eq!(parts, ["1"], "{report:?}");
+
     // Base64-encoded, the body is decoded and scanned on its own.
     use base64::Engine as _;
     let encoded = base64::engine::general_purpose::STANDARD.encode(&body);

@@ -20,10 +20,11 @@
 //! whole only: clean passes, anything found makes it uncleanable (we cannot tell where). So is
 //! a one-part plain text message sent as it is, told from its own header fields without the
 //! parse: its only leaf would be its raw body, which the whole-message scan reads, and a
-//! finding in a body makes a message uncleanable either way. For the same reason, in a
-//! multipart message a body part sent as it is (no transfer encoding: the plain text beside
-//! an HTML version, the note above an attachment) is not scanned on its own in step 1; when
-//! step 4 finds something, those parts are scanned then, to name the part in the report.
+//! finding in a body makes a message uncleanable either way. For the same reason, after the
+//! parse, a body part sent as it is (no transfer encoding: the text of a one-part message, the
+//! plain text beside an HTML version, the note above an attachment) is not scanned on its own
+//! in step 1; when step 4 finds something, those parts are scanned then, to name the part in
+//! the report.
 //!
 //! # What counts as an attachment
 //!
@@ -254,19 +255,15 @@ impl Scanner {
             unscanned_encrypted: walk.encrypted,
             ..Report::clean()
         };
-        // A one-part text message without transfer encoding: its only leaf is bytes of the raw
-        // message as they stand, so the whole-message scan reads them already, and a finding
-        // there deletes the message as the leaf's would (a body cannot be cleaned). One clamd
-        // scan instead of two for the commonest message there is.
-        let body_as_sent =
-            matches!(&walk.leaves[..], [leaf] if leaf.unit.is_none() && leaf.verbatim);
-        if !parsed_ok || walk.truncated || body_as_sent {
+        if !parsed_ok || walk.truncated {
             return self.scan_whole(raw, report, deadline).await;
         }
 
-        // The same holds for every body leaf sent as it is, in a multipart message too (the
-        // plain text beside an HTML version, the note above an attachment): those are read
-        // by the whole-message scan and scanned on their own only to name the part when it
+        // A body leaf sent as it is (no transfer encoding: a one-part message's text, the
+        // plain text beside an HTML version, the note above an attachment) is bytes of the raw
+        // message as they stand: the whole-message scan reads them already, and a finding
+        // there deletes the message as the leaf's would (a body cannot be cleaned). Such
+        // leaves are scanned on their own only to name the part when the whole-message scan
         // finds something. Each clamd request costs it ≈ 0.16 ms before any matching.
         let (in_whole, leaves): (Vec<&Leaf<'_>>, Vec<&Leaf<'_>>) = walk
             .leaves
