@@ -169,7 +169,8 @@ fn html_of(text: &str) -> String {
         .collect()
 }
 
-/// Quoted-printable (RFC 2045) for ASCII text: `=` escaped, soft line breaks before 76 octets.
+/// Quoted-printable (RFC 2045) for ASCII text: `=` escaped, soft line breaks before 76 octets,
+/// and a dot that would start a line escaped too, so that no line needs SMTP's dot-stuffing.
 fn quoted_printable(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 11 / 10);
     for line in text.lines() {
@@ -177,6 +178,7 @@ fn quoted_printable(text: &str) -> String {
         for c in line.chars() {
             let piece = match c {
                 '=' => "=3D".to_owned(),
+                '.' if width == 0 || width + 1 > 75 => "=2E".to_owned(),
                 c => c.to_string(),
             };
             if width + piece.len() > 75 {
@@ -270,6 +272,11 @@ mod tests {
             assert!(
                 a.split(|&c| c == b'\n').all(|l| l.len() <= 998),
                 "{shape:?}: long line"
+            );
+            // Sent after DATA as they are: a line starting with a dot would need stuffing.
+            assert!(
+                a.split(|&c| c == b'\n').all(|l| !l.starts_with(b".")),
+                "{shape:?}: a line starts with a dot"
             );
         }
     }
