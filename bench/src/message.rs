@@ -71,9 +71,15 @@ impl Template {
                 t.text = prose_lines(600.min(room));
                 let overhead = t.render(0, FROM, TO).len();
                 let raw = size.saturating_sub(overhead) * 57 / 78;
+                // The page's markup grows with its text: scale the text down to fit, a few
+                // passes at most, so that even a 50 MB message is sized at once.
                 let mut text = raw;
-                while text > 0 && pdf(&prose_lines(text)).0.len() > raw {
-                    text = text.saturating_sub(64);
+                loop {
+                    let len = pdf(&prose_lines(text)).0.len();
+                    if len <= raw || text == 0 {
+                        break;
+                    }
+                    text = (text * raw / len).saturating_sub(64);
                 }
                 (t.pdf, t.pdf_number) = pdf(&prose_lines(text));
             }
