@@ -422,12 +422,16 @@ fn limits_configs() -> [LimitsConfig; 2] {
 ///
 /// Checks: the limits stage's [`limits::inspect`] stays within its configuration when it finds
 /// no violation, keeps at most [`limits::MAX_NAMES`] names, and words its refusal as one
-/// printable reply line; the virus stage's walk (mail-parser's full parse) gives parts that lie
+/// printable reply line; its walk in place finds the same or gives up; the virus stage's walk (mail-parser's full parse) gives parts that lie
 /// inside the message, and cutting all of them out never panics; the spam score is 0 to 100
 /// and its header value one line.
 pub fn mime_walk(raw: &[u8]) {
     for cfg in limits_configs() {
-        check_inspection(&limits::inspect(raw, &cfg), &cfg);
+        let found = limits::inspect(raw, &cfg);
+        check_inspection(&found, &cfg);
+        if let Some(in_place) = limits::inspect_in_place(raw, &cfg) {
+            assert_eq!(format!("{in_place:?}"), format!("{found:?}"), "in place");
+        }
     }
 
     if let Some(message) = mail_parser::MessageParser::default().parse(raw) {

@@ -37,6 +37,8 @@ enum Command {
     Sink(sink::SinkArgs),
     /// Time the server's handshake signature with a key file (ring, as the servers use it).
     Sign(sign::SignArgs),
+    /// Print one message as the load generator would send it (before the final dot).
+    Sample(message::SampleArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Sink(args) => Box::pin(sink::run(args)),
         // No sockets: timed on this thread alone.
         Command::Sign(args) => return sign::run(args),
+        Command::Sample(args) => return message::sample(args),
     };
     runtime.build()?.block_on(work)
 }

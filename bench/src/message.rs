@@ -141,6 +141,27 @@ impl Template {
     }
 }
 
+#[derive(clap::Args)]
+pub struct SampleArgs {
+    /// What the message looks like (as `load --shape`).
+    #[arg(long, value_enum, default_value_t = Shape::Text)]
+    pub shape: Shape,
+    /// Message size in octets, headers included (as `load --size`).
+    #[arg(long, default_value_t = 10 * 1024)]
+    pub size: usize,
+    /// The message's number (each message the load sends has its own).
+    #[arg(long, default_value_t = 1)]
+    pub number: u64,
+}
+
+/// Writes one message to standard output: to read what a load sends, or to time a stage on it.
+pub fn sample(args: SampleArgs) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let message = Template::new(args.shape, args.size).render(args.number, FROM, TO);
+    std::io::stdout().write_all(&message)?;
+    Ok(())
+}
+
 /// Business prose in CRLF lines of at most 76 octets, about `size` octets long.
 fn prose_lines(size: usize) -> String {
     let mut out = String::with_capacity(size + 80);

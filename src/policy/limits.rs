@@ -306,8 +306,8 @@ fn printable(name: &str) -> String {
     out
 }
 
-/// The stage: runs [`inspect`] off the async threads (a hostile 50 MB message takes a while)
-/// and refuses the message on a violation.
+/// The stage: runs [`inspect`] off the async threads (a hostile 50 MB message takes a while),
+/// a small message in place unless it needs long work, and refuses the message on a violation.
 pub struct LimitsStage {
     pub config: LimitsConfig,
 }
@@ -322,6 +322,11 @@ impl Stage for LimitsStage {
             // Nothing to count in one plain text part: no copy, no blocking thread, no parse.
             if crate::message::plain_text_only(raw) {
                 return Ok(verdict(self.name(), &Inspection::default()));
+            }
+            if raw.len() <= super::INLINE_READ
+                && let Some(found) = inspect_in_place(raw, &self.config)
+            {
+                return Ok(verdict(self.name(), &found));
             }
             let config = self.config.clone();
             let raw = raw.to_vec();
@@ -400,8 +405,27 @@ pub const MAX_ZIP_ENTRIES: u64 = 65_535;
 /// Inspects a raw message (RFC 5322, CRLF or bare LF). Never fails and never panics: what cannot
 /// be read is left out or listed in [`Inspection::unreadable`].
 pub fn inspect(raw: &[u8], cfg: &LimitsConfig) -> Inspection {
+    walk_message(raw, cfg, false).0
+}
+
+/// [`inspect`] for the task's own thread: the same result, or `None` as soon as the walk meets
+/// work that can take long — an archive to open, a boundary searched for in vain — for the
+/// caller to [`inspect`] the message on a blocking thread instead. What is left (header blocks,
+/// decoding parts and at most [`MAX_ENCODED_MESSAGES`] attached messages) is linear in the
+/// message's size.
+pub fn inspect_in_place(raw: &[u8], cfg: &LimitsConfig) -> Option<Inspection> {
+    match walk_message(raw, cfg, true) {
+        (found, false) => Some(found),
+        (_, true) => None,
+    }
+}
+
+/// The inspection, and whether a walk `in_place` gave up.
+fn walk_message(raw: &[u8], cfg: &LimitsConfig, in_place: bool) -> (Inspection, bool) {
     let mut walk = Walk {
         cfg,
+        in_place,
+        gave_up: false,
         parts: 0,
         expanded: 0,
         rescan_allowance: (raw.len() as u64)
@@ -439,11 +463,15 @@ pub fn inspect(raw: &[u8], cfg: &LimitsConfig) -> Inspection {
     if let Some(Violation::TooManyAttachments { found: n, .. }) = &mut found.violation {
         *n = found.attachments;
     }
-    found
+    (found, walk.gave_up)
 }
 
 struct Walk<'c> {
     cfg: &'c LimitsConfig,
+    /// On the task's own thread ([`inspect_in_place`]): give up rather than do work that can
+    /// take long.
+    in_place: bool,
+    gave_up: bool,
     parts: usize,
     /// Declared uncompressed octets of all archives so far.
     expanded: u64,
@@ -574,6 +602,15 @@ fn innermost(open: &[Frame]) -> Option<&[u8]> {
 }
 
 impl Walk<'_> {
+    /// Whether the walk goes on with work that can take long; a walk in place stops there.
+    fn may_take_long(&mut self) -> bool {
+        if self.in_place {
+            self.gave_up = true;
+            self.halted = true;
+        }
+        !self.in_place
+    }
+
     /// Records a violation (the first one found is kept) and, if `halt`, stops the walk.
     fn refuse(&mut self, violation: Violation, halt: bool) {
         if self.found.violation.is_none() {
@@ -725,6 +762,9 @@ impl Walk<'_> {
     /// Counts a multipart whose boundary never came, and the `rest` octets a search for it read;
     /// refuses the message once they are over the allowance.
     fn boundary_unused(&mut self, rest: usize) -> bool {
+        if !self.may_take_long() {
+            return false;
+        }
         self.unused_boundaries += 1;
         self.rescanned = self.rescanned.saturating_add(rest as u64);
         if self.rescanned > self.rescan_allowance {
@@ -804,6 +844,9 @@ impl Walk<'_> {
     }
 
     fn archive(&mut self, label: String, bytes: &[u8]) {
+        if !self.may_take_long() {
+            return;
+        }
         let mut info = ArchiveInfo {
             filename: label.clone(),
             files: 0,
@@ -1004,7 +1047,7 @@ const PGP_ARMOR: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 /// Inline PGP: anywhere in a text part; at the start of any other part (an `.asc` file).
 fn pgp_armored(head: &Head, body: &[u8]) -> bool {
     if head.ctype == "text" {
-        body.windows(PGP_ARMOR.len()).any(|w| w == PGP_ARMOR)
+        memchr::memmem::find(body, PGP_ARMOR).is_some()
     } else {
         body.trim_ascii_start().starts_with(PGP_ARMOR)
     }
@@ -2711,7 +2754,41 @@ mod tests {
                 seed ^= seed << 17;
                 raw.extend_from_slice(pieces[(seed % 16) as usize]);
             }
-            let _ = inspect(&raw, &cfg());
+            let found = inspect(&raw, &cfg());
+            if let Some(in_place) = inspect_in_place(&raw, &cfg()) {
+                assert_eq!(format!("{in_place:?}"), format!("{found:?}"));
+            }
+        }
+    }
+
+    #[test]
+    fn in_place_gives_up_only_before_long_work() {
+        let c = cfg();
+        let alternative = message(&multipart(
+            "alternative",
+            "alt",
+            &[text("hello"), html("<p>hello</p>")],
+        ));
+        let pgp = mixed(&[file(
+            "a.asc",
+            "application/octet-stream",
+            b"-----BEGIN PGP MESSAGE-----\r\nabc\r\n",
+        )]);
+        let forwarded = format!(
+            "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
+            b64(&mixed(&files(3)))
+        );
+        // Linear work: the same result as on a blocking thread.
+        for raw in [alternative, mixed(&files(60)), pgp, forwarded.into_bytes()] {
+            let in_place = inspect_in_place(&raw, &c).expect("inspected in place");
+            assert_eq!(format!("{in_place:?}"), format!("{:?}", inspect(&raw, &c)));
+        }
+        // An archive to open, a boundary that never comes: left to a blocking thread.
+        let zipped = mixed(&[file("a.zip", "application/zip", &zip_n(3))]);
+        let unused = message("Content-Type: multipart/mixed; boundary=never\r\n\r\ntext\r\n");
+        assert_eq!(inspect(&zipped, &c).archives.len(), 1);
+        for raw in [zipped, unused] {
+            assert!(inspect_in_place(&raw, &c).is_none());
         }
     }
 }

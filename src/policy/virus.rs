@@ -76,11 +76,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Messages up to this size are parsed on the task's own thread. mail-parser's time grows with
-/// the square of the size on sibling multiparts whose boundaries never come (measured, release
-/// build: 16 KiB 1.7 ms, 32 KiB 5 ms, 128 KiB 87 ms).
-const INLINE_PARSE: usize = 16 << 10;
-
 /// Whether mail-parser could parse the message, and its leaves to scan.
 fn parse_and_walk(raw: &[u8], max_parts: usize) -> (bool, Walk<'static>) {
     match MessageParser::default().parse(raw) {
@@ -243,7 +238,7 @@ impl Scanner {
         // it runs on a blocking thread, so the stage's time bound still answers the client. A
         // small message is parsed in place: the hand-off (two thread wake-ups) costs more than
         // the parse, and the worst such MIME of this size takes ≈ 2 ms.
-        let (parsed_ok, walk) = if raw.len() <= INLINE_PARSE {
+        let (parsed_ok, walk) = if raw.len() <= super::INLINE_READ {
             parse_and_walk(raw, self.max_parts)
         } else {
             let (owned, max_parts) = (raw.to_vec(), self.max_parts);
