@@ -95,7 +95,10 @@
 //! - base64 that mail-parser refuses is decoded leniently here, skipping what is not base64, as
 //!   mail clients do, so a stray character cannot hide a zip from the count;
 //! - a central directory that declares more than [`MAX_ZIP_ENTRIES`] entries is refused before
-//!   the zip crate reads it (it would hold every entry in memory).
+//!   the zip crate reads it (it would hold every entry in memory);
+//! - the stage walks a message of up to 16 KiB on the task's own thread
+//!   ([`inspect_in_place`]), which gives up at the first archive or boundary searched for in
+//!   vain; everything else goes to a blocking thread.
 
 use super::{Action, Facts, Stage, StageFuture, Verdict};
 use crate::smtp::reply::Reply;
