@@ -339,7 +339,7 @@ async fn encrypted_zip_passes_unscanned_and_is_recorded() {
 
 /// Over clamd's Unix socket each scan passes the message as a file descriptor (FILDES): clean,
 /// infected attachment (in a message above the 1 MiB the memory file is written in at once),
-/// infected body, virus in a zip, one after the other on the same session.
+/// infected body, a shorter clean one, virus in a zip, one after the other on the same session.
 #[tokio::test]
 async fn unix_socket_passes_descriptors() {
     let Some(_) = clamd() else { return };
@@ -386,6 +386,11 @@ async fn unix_socket_passes_descriptors() {
     body.extend_from_slice(b"\r\n");
     let report = scanner.scan(&body).await.unwrap();
     assert_eq!(report.verdict, Verdict::Uncleanable, "{report:?}");
+    // Shorter and clean, right after it: the session's memory file is rewritten in place and
+    // cut to the new length, so nothing of the infected message is left in it.
+    let short = b"From: ann@example.org\r\nSubject: hi\r\n\r\nHello.\r\n";
+    let report = scanner.scan(short).await.unwrap();
+    assert_eq!(report.verdict, Verdict::Clean, "{report:?}");
 
     let archive = zip(&[("eicar.com", EICAR)], SimpleFileOptions::default());
     let raw = with_attachment("application/zip", "invoice.zip", &archive);
