@@ -110,6 +110,17 @@ pub fn plain_text_only(raw: &[u8]) -> bool {
     !body.trim_ascii_start().starts_with(b"PK\x03\x04") && memchr::memmem::find(body, PGP).is_none()
 }
 
+/// Charsets in which every ASCII byte stands for itself and no other byte decodes to ASCII (not
+/// UTF-7, UTF-16 or ISO-2022, where ASCII bytes can encode other characters): ASCII text in one
+/// of them is its own decoding. The spam and virus stages skip a decoder with it.
+pub(crate) fn keeps_ascii(charset: &str) -> bool {
+    let cs = charset.trim().trim_matches('"').to_ascii_lowercase();
+    matches!(cs.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
+        || ["iso-8859-", "iso8859-", "windows-125", "cp125", "latin"]
+            .iter()
+            .any(|p| cs.starts_with(p))
+}
+
 /// One plain text part sent as it is ([`plain_text_only`]), for the stages' tests.
 #[cfg(test)]
 pub(crate) const PLAIN_SAMPLES: &[&[u8]] = &[
@@ -225,5 +236,34 @@ mod tests {
             b"From: z@y.test\r\n\r\n".to_vec()
         );
         assert!(header_fields(&huge, "Subject").len() <= 64 * 1024 + 4);
+    }
+
+    /// What `keeps_ascii` promises, held against mail-parser's own decoders for the charsets it
+    /// knows: ASCII bytes decode to themselves, every other byte to something that is not ASCII.
+    #[test]
+    fn keeps_ascii_holds_for_mail_parsers_decoders() {
+        use mail_parser::decoders::charsets::map::charset_decoder;
+        let mut names: Vec<String> = vec!["us-ascii".into(), "ascii".into(), "latin1".into()];
+        names.extend((1..=16).map(|n| format!("iso-8859-{n}")));
+        names.extend((1250..=1258).map(|n| format!("windows-{n}")));
+        names.extend((1250..=1258).map(|n| format!("cp{n}")));
+        let mut checked = 0;
+        for name in names.iter().filter(|n| keeps_ascii(n)) {
+            let Some(decode) = charset_decoder(name.as_bytes()) else {
+                continue; // mail-parser reads it as UTF-8, which keeps ASCII
+            };
+            checked += 1;
+            for b in 0..=255u8 {
+                let text = decode(&[b]);
+                if b.is_ascii() {
+                    assert_eq!(text, (b as char).to_string(), "{name} {b:#x}");
+                } else {
+                    assert!(!text.is_ascii(), "{name}: {b:#x} decodes to ASCII {text:?}");
+                }
+            }
+        }
+        assert!(checked >= 20, "only {checked} charsets have a decoder");
+        assert!(keeps_ascii("\"Windows-1252\"") && keeps_ascii("utf-8"));
+        assert!(!keeps_ascii("utf-7") && !keeps_ascii("iso-2022-jp") && !keeps_ascii("utf-16"));
     }
 }

@@ -203,7 +203,7 @@ impl Content {
         let bytes = decode(body, cte);
         // ASCII text in a charset that leaves ASCII as it is needs no decoder (mail-parser's
         // single-byte ones build the string a character at a time).
-        let charset = charset.filter(|cs| !(bytes.is_ascii() && keeps_ascii(cs)));
+        let charset = charset.filter(|cs| !(bytes.is_ascii() && crate::message::keeps_ascii(cs)));
         let text = match charset.and_then(|cs| charset_decoder(cs.as_bytes())) {
             Some(decoder) => decoder(&bytes),
             // `from_utf8` first: it checks ASCII a word at a time, where `from_utf8_lossy` walks
@@ -227,16 +227,6 @@ impl Content {
         self.text.push_str(&text[..end]);
         self.text.push('\n');
     }
-}
-
-/// Charsets in which every ASCII byte stands for itself (not UTF-7, UTF-16 or ISO-2022, where
-/// ASCII bytes can encode other characters).
-fn keeps_ascii(charset: &str) -> bool {
-    let cs = charset.trim().trim_matches('"').to_ascii_lowercase();
-    matches!(cs.as_str(), "us-ascii" | "ascii" | "utf-8" | "utf8")
-        || ["iso-8859-", "iso8859-", "windows-125", "cp125", "latin"]
-            .iter()
-            .any(|p| cs.starts_with(p))
 }
 
 /// The header block (with its last line break) and the body after the empty line.
@@ -394,8 +384,6 @@ mod tests {
         assert_eq!(text("ISO-8859-1", "plain words"), "plain words\n");
         assert_eq!(text("utf-7", "caf+AOk-"), "café\n");
         assert_eq!(text("iso-8859-1", "caf\u{e9}"), "caf\u{c3}\u{a9}\n");
-        assert!(keeps_ascii("\"Windows-1252\"") && keeps_ascii("utf-8"));
-        assert!(!keeps_ascii("utf-7") && !keeps_ascii("iso-2022-jp") && !keeps_ascii("utf-16"));
     }
 
     #[test]
