@@ -423,8 +423,8 @@ fn limits_configs() -> [LimitsConfig; 2] {
 /// Checks: the limits stage's [`limits::inspect`] stays within its configuration when it finds
 /// no violation, keeps at most [`limits::MAX_NAMES`] names, and words its refusal as one
 /// printable reply line; its walk in place finds the same or gives up; the virus stage's walk
-/// (mail-parser's full parse) gives parts that lie inside the message, and cutting all of them
-/// out never panics; the spam score is 0 to 100 and its header value one line.
+/// (mail-parser's full parse, as the stage reads it) gives parts that lie inside the message,
+/// and cutting all of them out never panics; the spam score is 0 to 100 and its header value one line.
 pub fn mime_walk(raw: &[u8]) {
     for cfg in limits_configs() {
         let found = limits::inspect(raw, &cfg);
@@ -434,7 +434,7 @@ pub fn mime_walk(raw: &[u8]) {
         }
     }
 
-    if let Some(message) = mail_parser::MessageParser::default().parse(raw) {
+    if let Some(message) = virus::parser().parse(raw) {
         let walk = virus::walk(&message, 1000);
         assert!(walk.leaves.len() <= 1000);
         let mut units: Vec<(virus::Unit, Vec<String>)> = Vec::new();

@@ -51,6 +51,24 @@ pub(super) fn read(raw: &[u8]) -> Content {
     c
 }
 
+/// mail-parser as the spam stage reads a header block: the MIME fields, and the few that
+/// [`Content::top_headers`] reads as values (Subject, From, Reply-To, To, Cc); the others it
+/// looks at only for their presence or their raw text, and `Received:` not at all, so they are
+/// skipped to their end rather than parsed as dates, ids or trace fields.
+fn parser() -> &'static MessageParser {
+    static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .header_text(HeaderName::Subject)
+            .header_address(HeaderName::From)
+            .header_address(HeaderName::ReplyTo)
+            .header_address(HeaderName::To)
+            .header_address(HeaderName::Cc)
+            .default_header_ignore()
+    });
+    &PARSER
+}
+
 /// Files from an mbox (the training corpus) start with a `From sender date` line; a header name
 /// cannot contain a space, so such a line is never a header.
 fn strip_mbox_line(raw: &[u8]) -> &[u8] {
@@ -71,8 +89,7 @@ impl Content {
         }
         let (head, body) = split_headers(entity);
         let head = &head[..head.len().min(HEADER_LIMIT)];
-        let parser = MessageParser::default();
-        let headers = parser.parse_headers(head);
+        let headers = parser().parse_headers(head);
         let headers = headers.as_ref();
         if depth == 0
             && let Some(h) = headers
