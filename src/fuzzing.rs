@@ -424,7 +424,8 @@ fn limits_configs() -> [LimitsConfig; 2] {
 /// no violation, keeps at most [`limits::MAX_NAMES`] names, and words its refusal as one
 /// printable reply line; its walk in place finds the same or gives up; the virus stage's walk
 /// (mail-parser's full parse, as the stage reads it) gives parts that lie inside the message,
-/// and cutting all of them out never panics; the spam score is 0 to 100 and its header value one line.
+/// and cutting all of them out never panics; the spam score is 0 to 100 and its header value
+/// one line.
 pub fn mime_walk(raw: &[u8]) {
     for cfg in limits_configs() {
         let found = limits::inspect(raw, &cfg);
