@@ -111,9 +111,15 @@ async fn commit(
     // savepoint per job, so that a bad row fails only its own job.
     let all = async {
         let mut tx = store.begin_write().await?;
-        let leased = rows(jobs, lease.clone()).write(b, &mut tx).await?;
-        tx.commit().await?;
-        anyhow::Ok(leased)
+        match rows(jobs, lease.clone()).write(b, &mut tx).await {
+            Ok(leased) => tx.commit().await.map(|()| leased),
+            // Rolled back before the retry begins, which would otherwise find the chain's lock
+            // still held and write every event of the group unlinked.
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
     };
     if let Ok(leased) = all.await {
         return (jobs.iter().map(|_| Ok(())).collect(), leased);

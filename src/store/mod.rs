@@ -76,6 +76,15 @@ impl WriteTx {
         }
         Err(e.into())
     }
+
+    /// Rolls back now, before anything else is written. A transaction merely dropped is rolled
+    /// back by a task sqlx spawns as its connection goes back to the pool; on PostgreSQL it
+    /// holds its chain's lock until then, and a write begun meanwhile on another connection
+    /// finds it taken and writes its events unlinked (chain.rs).
+    pub(crate) async fn rollback(self) -> Result<()> {
+        let WriteTx { tx, .. } = self;
+        Ok(tx.rollback().await?)
+    }
 }
 
 impl std::ops::Deref for WriteTx {
