@@ -66,11 +66,8 @@ async fn restart_loses_nothing(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
     cfg.retry = vec!["300ms"];
     // A port with nothing listening: the next hop is down.
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = cfg.domain("example.test", down);
+    let down = support::Down::new();
+    let cfg = cfg.domain("example.test", down.addr);
     let d = Daemon::start(&cfg).await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
@@ -98,7 +95,7 @@ async fn restart_loses_nothing(backend: Backend) {
     assert_eq!(status.code(), Some(0), "graceful stop exits 0");
     assert!(c.read().await.code == 421 || c.read().await.code == 0);
 
-    let sink = Sink::start_on(&cfg.ca, &down.to_string()).await;
+    let sink = Sink::start_on(&cfg.ca, &down.release().to_string()).await;
     let d = Daemon::start(&cfg).await;
     let got = sink.wait_for(5).await;
     for id in &ids {

@@ -90,10 +90,8 @@ async fn metrics_follow_the_mail(backend: Backend) {
 /// /readyz turns red when clamd is down and says which check fails.
 async fn readyz_names_the_failing_check(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refused = support::Down::new();
+    let dead = refused.addr;
     cfg.policy = format!(
         "[policy.inbound]\nstages = [\"virus\"]\n[policy.outbound]\nstages = []\n[policy.virus]\nclamd = \"{dead}\"\ntimeout = \"1s\"\n"
     );

@@ -404,10 +404,8 @@ fn encrypted_zip() -> String {
 }
 
 async fn scanner_down_tempfails(backend: Backend) {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let refused = support::Down::new();
+    let dead = refused.addr;
     let extra = format!("[policy.virus]\nclamd = \"{dead}\"\ntimeout = \"2s\"\n");
     let w = world(backend, "\"virus\"", &extra).await;
     let r = send(&w, "alice@client.test", &message("x"))

@@ -111,12 +111,9 @@ async fn delay_warning_then_expiry(backend: Backend) {
     cfg.lifetime = "3s";
     cfg.queue = vec!["warn_after = \"1s\"".into()];
     let senders = Sink::start(&cfg.ca).await;
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = support::Down::new();
     let cfg = cfg
-        .domain("example.test", down)
+        .domain("example.test", down.addr)
         .domain("client.test", senders.addr);
     let d = Daemon::start(&cfg).await;
     let id = send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
@@ -146,12 +143,9 @@ async fn queue_operations(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
     cfg.retry = vec!["1h"];
     let senders = Sink::start(&cfg.ca).await;
-    let down = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let down = support::Down::new();
     let cfg = cfg
-        .domain("example.test", down)
+        .domain("example.test", down.addr)
         .domain("client.test", senders.addr);
     let d = Daemon::start(&cfg).await;
     let a = send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
@@ -180,7 +174,7 @@ async fn queue_operations(backend: Backend) {
     );
 
     // The next hop comes back; with a 1h schedule only an administrator's retry sends now.
-    let sink = Sink::start_on(&cfg.ca, &down.to_string()).await;
+    let sink = Sink::start_on(&cfg.ca, &down.release().to_string()).await;
     assert!(d.cli(&["queue", "retry", "--all"]).status.success());
     let got = sink.wait_for(1).await;
     assert_eq!(

@@ -406,11 +406,8 @@ async fn unix_socket_passes_descriptors() {
 
 #[tokio::test]
 async fn nothing_listening_is_unreachable_at_once() {
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let scanner = scanner(&format!("127.0.0.1:{port}"), Duration::from_secs(10));
+    let refused = support::Down::new();
+    let scanner = scanner(&refused.addr.to_string(), Duration::from_secs(10));
     let started = Instant::now();
     let raw = with_attachment("application/pdf", "figures.pdf", PDF);
     let err = scanner.scan(&raw).await.unwrap_err();

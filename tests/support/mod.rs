@@ -83,3 +83,29 @@ pub fn clamd() -> Option<String> {
     eprintln!("CLAMD_ADDRESS is not set: clamd test skipped (scripts/test starts one)");
     None
 }
+
+/// An address nothing listens on, kept so while this lives: a socket bound to it that never
+/// listens, so connections are refused. A port bound and let go at once can be handed to the
+/// next listener on port 0 — the daemon's own among them, which then took the mail meant for a
+/// next hop that is down and relayed it to itself, round and round (a failed run of
+/// `delay_warning_then_expiry`).
+pub struct Down {
+    socket: tokio::net::TcpSocket,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Down {
+    pub fn new() -> Down {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind("127.0.0.1:0".parse().unwrap())
+            .expect("binding a port nothing will listen on");
+        let addr = socket.local_addr().unwrap();
+        Down { socket, addr }
+    }
+
+    /// Frees the port, for a server that comes up on it.
+    pub fn release(self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
