@@ -42,9 +42,7 @@ pub fn header_fields(raw: &[u8], name: &str) -> Vec<u8> {
         }
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if !continuation {
-            keep = line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                && line[name.len()..].trim_ascii_start().starts_with(b":");
+            keep = names(line, name);
             kept = 0;
         }
         if keep && kept < FIELD_MAX {
@@ -58,6 +56,22 @@ pub fn header_fields(raw: &[u8], name: &str) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// How many fields named `name` the header block of `raw` has (a linear pass, no copy).
+pub fn count_fields(raw: &[u8], name: &str) -> usize {
+    raw.split_inclusive(|&b| b == b'\n')
+        .take_while(|line| *line != b"\r\n" && *line != b"\n")
+        .filter(|line| names(line, name))
+        .count()
+}
+
+/// Whether `line` begins a field named `name` (a continuation line begins with a space or tab,
+/// which no name matches).
+fn names(line: &[u8], name: &str) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        && line[name.len()..].trim_ascii_start().starts_with(b":")
 }
 
 /// Whether the message is one plain text part sent as it is, read from its own header fields
@@ -163,6 +177,21 @@ fn sanitize(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::envelope::{Direction, TlsFacts};
+
+    #[test]
+    fn fields_are_counted_in_the_header_block_only() {
+        let raw = b"Received: a\r\n\tfolded\r\nreceived : b\r\nReceived-SPF: pass\r\n \
+            Received: continuation\r\nX-Received: c\r\n\r\nReceived: in the body\r\n";
+        assert_eq!(count_fields(raw, "Received"), 2);
+        assert_eq!(
+            count_fields(
+                b"Received: bare LF\nReceived: x\n\nReceived: y\n",
+                "Received"
+            ),
+            2
+        );
+        assert_eq!(count_fields(b"", "Received"), 0);
+    }
 
     #[test]
     fn received_names_client_tls_id_and_single_recipient() {

@@ -108,9 +108,59 @@ async fn oversized_message(backend: Backend) {
     c.cmd("NOOP").await.expect(250);
 }
 
+/// A message that already carries more than `session.max_hops` `Received:` fields is a mail
+/// loop: refused with 554 5.4.6, and the refusal is in its events with the count. Exactly the
+/// limit passes; other fields (`Received-SPF:`, a folded line, the body) do not count.
+async fn mail_loop_refused(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.session = vec!["max_hops = 5".into()];
+    let sink = Sink::start(&cfg.ca).await;
+    let cfg = cfg.domain("example.test", sink.addr);
+    let d = Daemon::start(&cfg).await;
+    let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
+    c.secure().await;
+    let hops = |n: usize| {
+        "Received: from a.test by b.test;\r\n\tMon, 7 Dec 2026 10:00:00 +0000\r\n".repeat(n)
+    };
+    let others = "Received-SPF: pass\r\nSubject: hops\r\n\r\nReceived: from body.test\r\n";
+    start_data(&mut c).await;
+    c.send_raw(format!("{}{others}.\r\n", hops(5)).as_bytes())
+        .await;
+    c.read().await.expect(250);
+    start_data(&mut c).await;
+    c.send_raw(format!("{}{others}.\r\n", hops(6)).as_bytes())
+        .await;
+    let r = c.read().await.expect(554);
+    assert!(
+        r.text().starts_with("5.4.6") && r.text().contains("6 Received fields"),
+        "{r}"
+    );
+    c.cmd("NOOP").await.expect(250);
+    // The refused message's id is only in its events: the newest refusal.
+    let got = sink.wait_for(1).await;
+    assert_eq!(got.len(), 1);
+    let id = support::db::strs(
+        &cfg.store_url,
+        "SELECT message_id FROM events WHERE kind = 'refused'",
+    )
+    .await;
+    assert_eq!(id.len(), 1, "{id:?}");
+    let refused = d.trace(&id[0]);
+    let e = refused.iter().find(|e| e["kind"] == "refused").unwrap();
+    assert_eq!(e["detail"]["decided_by"], "max_hops", "{e}");
+    assert!(
+        e["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("6 Received fields"),
+        "{e}"
+    );
+}
+
 on_both_stores!(
     smuggling_is_refused,
     bare_lf_normalised,
     dot_unstuffing,
-    oversized_message
+    oversized_message,
+    mail_loop_refused
 );

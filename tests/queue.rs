@@ -138,6 +138,52 @@ async fn delay_warning_then_expiry(backend: Backend) {
     );
 }
 
+/// A route that leads back to the gateway itself: the message goes round, a `Received:` field
+/// more each turn, until it carries more than `session.max_hops`; that turn is refused with
+/// 554 5.4.6, and the sender gets one bounce saying so. Nothing goes round after it.
+async fn a_mail_loop_ends_in_one_bounce(backend: Backend) {
+    let mut cfg = TestConfig::new(backend).await;
+    cfg.session = vec!["max_hops = 4".into()];
+    let senders = Sink::start(&cfg.ca).await;
+    // The next hop of example.test: a plain TCP relay to the daemon's own MX, whose port is
+    // only known once it runs.
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = cfg
+        .domain("example.test", relay.local_addr().unwrap())
+        .domain("client.test", senders.addr);
+    let d = Daemon::start(&cfg).await;
+    let mx = d.mx;
+    let relaying = tokio::spawn(async move {
+        while let Ok((mut from, _)) = relay.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut to) = tokio::net::TcpStream::connect(mx).await {
+                    let _ = tokio::io::copy_bidirectional(&mut from, &mut to).await;
+                }
+            });
+        }
+    });
+    send(&d, &cfg, "alice@client.test", &["bob@example.test"]).await;
+    let got = senders.wait_for(1).await;
+    assert!(got[0].mail_from.is_empty(), "a bounce, from <>");
+    assert_eq!(got[0].rcpts, ["alice@client.test"]);
+    let text = got[0].text();
+    assert!(
+        text.contains("Action: failed") && text.contains("5.4.6") && text.contains("mail loop"),
+        "{text}"
+    );
+    // Accepted with 0 to 4 Received fields, refused with 5.
+    let count = |sql: &'static str| async { support::db::ints(&cfg.store_url, sql).await[0] };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM messages WHERE sender = 'alice@client.test'").await,
+        5
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM events WHERE kind = 'refused'").await,
+        1
+    );
+    relaying.abort();
+}
+
 /// hold, release, retry, bounce and delete, against a running daemon, each an event.
 async fn queue_operations(backend: Backend) {
     let mut cfg = TestConfig::new(backend).await;
@@ -346,6 +392,7 @@ on_both_stores!(
     failure_notifies_the_sender,
     no_notice_for_null_sender,
     delay_warning_then_expiry,
+    a_mail_loop_ends_in_one_bounce,
     queue_operations,
     connections_are_reused,
     outbound_tls_policy,

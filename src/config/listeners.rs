@@ -80,6 +80,9 @@ pub struct Session {
     pub max_errors: usize,
     /// A bare LF or bare CR in DATA: `reject` (`550 5.5.2`) or `normalise` (to CRLF).
     pub bare_lf: BareLf,
+    /// `Received:` fields a message may already carry; more is a mail loop, refused with
+    /// `554 5.4.6` (RFC 5321 §6.3 asks for at least 100).
+    pub max_hops: usize,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -105,6 +108,7 @@ impl Default for Session {
             max_recipients: 1000,
             max_errors: 10,
             bare_lf: BareLf::Reject,
+            max_hops: 100,
         }
     }
 }

@@ -53,6 +53,7 @@ tsl = "implicit"
 max_connections = "many"
 bare_lf = "ignore"
 data_timeout = "soon"
+max_hops = 0
 
 [relay]
 networks = ["10.0.0.0/8", "10.0.0.0/33"]
@@ -89,6 +90,7 @@ x = 1
         "relay.domains.\"bad domain\": not a valid domain name",
         "relay.domains.\"example.test\".next_hop: expected host:port, got \"mail.example.test\"",
         "queue.retry: needs at least one wait",
+        "session.max_hops: must be at least 1",
         "store.url: expected sqlite://PATH or postgres://…, got \"mysql://x\"",
         "dns.nameservers[0]: expected ip:port, got \"8.8.8.8\"",
     ];

@@ -45,6 +45,7 @@ pub(super) fn validate(c: &Config, e: &mut Errors) {
     );
     positive(e, "session.max_recipients", s.max_recipients);
     positive(e, "session.max_errors", s.max_errors);
+    positive(e, "session.max_hops", s.max_hops);
     if s.max_message_size < 1024 {
         e.add("session.max_message_size", "must be at least 1024 octets");
     }

@@ -242,19 +242,14 @@ impl Session {
             rcpts: tx.rcpts,
             direction,
         };
+        // The hops it took to get here, ours not counted yet.
+        let hops = crate::message::count_fields(&body, "Received");
         let header = crate::message::received_header(&env, &ctx.config.server.hostname, &id);
         let mut raw = Vec::with_capacity(header.len() + body.len());
         raw.extend_from_slice(header.as_bytes());
         raw.extend_from_slice(&body);
         drop(body);
 
-        let mut facts = self.facts();
-        facts.mail_from = env.mail_from.clone();
-        facts.rcpts = env.rcpts.clone();
-        facts.signed_bounce = signed_bounce;
-        let mut outcome = ctx.pipeline(direction).data(&facts, &raw).await;
-        self.apply_override(&mut outcome, &env.mail_from);
-        let verdicts: Vec<serde_json::Value> = outcome.verdicts.iter().map(verdict_event).collect();
         let mut detail = json!({
             "client": self.peer.ip().to_string(),
             "helo": env.helo,
@@ -268,22 +263,33 @@ impl Session {
             "rcpts": env.rcpts,
             "size": raw.len(),
         });
+        // A mail loop (RFC 5321 §6.3), refused before the policy stages: each turn would
+        // otherwise be stored, scanned and sent again. The server that sent it bounces it.
+        let max_hops = ctx.config.session.max_hops;
+        if hops > max_hops {
+            let r = reply::too_many_hops(hops, max_hops);
+            detail["decided_by"] = json!("max_hops");
+            detail["reason"] = json!(format!(
+                "a mail loop: {hops} Received fields, more than session.max_hops ({max_hops})"
+            ));
+            return self.refuse(&id, detail, &[], r).await;
+        }
+        let mut facts = self.facts();
+        facts.mail_from = env.mail_from.clone();
+        facts.rcpts = env.rcpts.clone();
+        facts.signed_bounce = signed_bounce;
+        let mut outcome = ctx.pipeline(direction).data(&facts, &raw).await;
+        self.apply_override(&mut outcome, &env.mail_from);
+        let verdicts: Vec<serde_json::Value> = outcome.verdicts.iter().map(verdict_event).collect();
         self.feed_reputation(&outcome).await;
         record_metrics(direction, &outcome);
 
         let held = outcome.action == Action::Quarantine && direction == Direction::Outbound;
         let (status, message, notify) = match &outcome.action {
             Action::Reject(r) | Action::Tempfail(r) => {
-                detail["reply"] = json!(r.to_string());
                 detail["decided_by"] = json!(outcome.decided_by);
                 detail["reason"] = json!(outcome.reason);
-                let refused =
-                    ctx.store
-                        .record_refusal(&ctx.recorder, &id, detail, &verdicts, now_ms());
-                if let Err(e) = refused.await {
-                    tracing::error!(error = %e, "recording a refused message");
-                }
-                return r.clone();
+                return self.refuse(&id, detail, &verdicts, r.clone()).await;
             }
             Action::Continue if direction == Direction::Outbound => {
                 // Signed last, over the message exactly as it will be delivered.
@@ -354,6 +360,23 @@ impl Session {
                 reply::storage_failed()
             }
         }
+    }
+
+    /// Refuses the message with `reply`: only its events are kept.
+    async fn refuse(
+        &self,
+        id: &str,
+        mut detail: serde_json::Value,
+        verdicts: &[serde_json::Value],
+        reply: reply::Reply,
+    ) -> reply::Reply {
+        detail["reply"] = json!(reply.to_string());
+        let refused =
+            (self.ctx.store).record_refusal(&self.ctx.recorder, id, detail, verdicts, now_ms());
+        if let Err(e) = refused.await {
+            tracing::error!(error = %e, "recording a refused message");
+        }
+        reply
     }
 
     /// Outbound override lists: a listed sender or client is not held for its spam score. The

@@ -210,6 +210,14 @@ pub fn text_line_too_long() -> Reply {
         "message refused: a line is longer than 1000 octets",
     )
 }
+/// RFC 3463 X.4.6: routing loop detected.
+pub fn too_many_hops(hops: usize, max: usize) -> Reply {
+    Reply::new(
+        554,
+        "5.4.6",
+        format!("message refused: {hops} Received fields, more than {max}: a mail loop"),
+    )
+}
 pub fn too_big(max: usize) -> Reply {
     Reply::new(
         552,
