@@ -1,13 +1,14 @@
 //! DATA: only <CRLF>.<CRLF> ends a message; bare LF/CR refused (or normalised by config);
-//! dot-unstuffing exact; pipelined commands after the end are served.
+//! dot-unstuffing exact; pipelined commands after the end are served; a mail loop is refused.
 
 mod support;
 
 use support::{Backend, Client, Daemon, Sink, TestConfig};
 
-async fn setup(backend: Backend, bare_lf: &str) -> (TestConfig, Daemon, Sink) {
+/// A daemon with this `[session]` line, relaying example.test to a sink.
+async fn setup(backend: Backend, session: &str) -> (TestConfig, Daemon, Sink) {
     let mut cfg = TestConfig::new(backend).await;
-    cfg.session = vec![format!("bare_lf = \"{bare_lf}\"")];
+    cfg.session = vec![session.into()];
     let sink = Sink::start(&cfg.ca).await;
     let cfg = cfg.domain("example.test", sink.addr);
     let d = Daemon::start(&cfg).await;
@@ -23,7 +24,7 @@ async fn start_data(c: &mut Client) {
 /// Each smuggling variant: the fake end does not end the message, the smuggled MAIL is never
 /// run as a command, and the whole message is refused with 550 5.5.2 at the real end.
 async fn smuggling_is_refused(backend: Backend) {
-    let (cfg, d, sink) = setup(backend, "reject").await;
+    let (cfg, d, sink) = setup(backend, "bare_lf = \"reject\"").await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
     for fake_end in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r", "\r\n.\r"] {
@@ -52,7 +53,7 @@ async fn smuggling_is_refused(backend: Backend) {
 
 /// With `bare_lf = "normalise"`, bare line ends become CRLF and the message is kept whole.
 async fn bare_lf_normalised(backend: Backend) {
-    let (cfg, d, sink) = setup(backend, "normalise").await;
+    let (cfg, d, sink) = setup(backend, "bare_lf = \"normalise\"").await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
     start_data(&mut c).await;
@@ -70,7 +71,7 @@ async fn bare_lf_normalised(backend: Backend) {
 
 /// Dot-stuffed lines arrive unstuffed, and a message that is only a dot line is empty.
 async fn dot_unstuffing(backend: Backend) {
-    let (cfg, d, sink) = setup(backend, "reject").await;
+    let (cfg, d, sink) = setup(backend, "bare_lf = \"reject\"").await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
     start_data(&mut c).await;
@@ -89,11 +90,7 @@ async fn dot_unstuffing(backend: Backend) {
 
 /// DATA over the size limit is refused at its end with 552 5.3.4 naming the limit.
 async fn oversized_message(backend: Backend) {
-    let mut cfg = TestConfig::new(backend).await;
-    cfg.session = vec!["max_message_size = 10000".into()];
-    let sink = Sink::start(&cfg.ca).await;
-    let cfg = cfg.domain("example.test", sink.addr);
-    let d = Daemon::start(&cfg).await;
+    let (cfg, d, _sink) = setup(backend, "max_message_size = 10000").await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
     start_data(&mut c).await;
@@ -112,11 +109,7 @@ async fn oversized_message(backend: Backend) {
 /// loop: refused with 554 5.4.6, and the refusal is in its events with the count. Exactly the
 /// limit passes; other fields (`Received-SPF:`, a folded line, the body) do not count.
 async fn mail_loop_refused(backend: Backend) {
-    let mut cfg = TestConfig::new(backend).await;
-    cfg.session = vec!["max_hops = 5".into()];
-    let sink = Sink::start(&cfg.ca).await;
-    let cfg = cfg.domain("example.test", sink.addr);
-    let d = Daemon::start(&cfg).await;
+    let (cfg, d, sink) = setup(backend, "max_hops = 5").await;
     let (mut c, _) = Client::connect(d.mx, cfg.client_tls()).await;
     c.secure().await;
     let hops = |n: usize| {
@@ -136,7 +129,7 @@ async fn mail_loop_refused(backend: Backend) {
         "{r}"
     );
     c.cmd("NOOP").await.expect(250);
-    // The refused message's id is only in its events: the newest refusal.
+    // The refused message's id is only in its events.
     let got = sink.wait_for(1).await;
     assert_eq!(got.len(), 1);
     let id = support::db::strs(
