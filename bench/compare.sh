@@ -24,7 +24,12 @@ SHAPE=${SHAPE:-text}          # what a message looks like: text (one plain part)
                               # (text and its HTML version) or attachment (a note and a PDF)
 ROUNDS=${ROUNDS:-2}           # alternations: postfix, passerelle, sink, postfix, …
 KEYS=${KEYS:-"ecdsa rsa"}     # certificate sets; every server uses the set's certificate
-SERVERS=${SERVERS:-"postfix passerelle sink"}  # which servers to measure, in this order
+SERVERS=${SERVERS:-"postfix passerelle sink"}  # which servers to measure, in this order; add
+                              # amavis for Postfix with amavisd-new scanning through the same
+                              # clamd (Postfix+Amavis, the classic filtering relay)
+AMAVIS_SERVERS=${AMAVIS_SERVERS:-4}  # amavisd's children ($max_servers; its default is 2)
+                              # and Postfix's concurrency toward it: 4 delivered the most here
+                              # (2: 18, 4: 28-30, 8: 25 msg/s)
 K=${K:-1}                     # messages per client connection
 PIPELINING=${PIPELINING:-1}   # 1: the load generator pipelines MAIL, RCPT and DATA (RFC 2920)
                               # as Postfix's and Exim's SMTP clients do; 0: one command per
@@ -44,6 +49,7 @@ BUILD=${BUILD:-1}             # 0: use the binaries already built
 KEEP=${KEEP:-0}               # 1: keep the scratch directory (logs, configs, queues)
 PERF=${PERF:-0}               # 1: profile Passerelle (perf record) in each set's first
                               # throughput run and print where its CPU time goes
+PERF_LOAD=${PERF_LOAD:-tput}  # which run PERF=1 profiles: tput (at C) or lat (at C_LAT)
 CLAMD_VIA=${CLAMD_VIA:-unix}  # how Passerelle reaches clamd: unix (its socket; the message is
                               # passed as a descriptor, FILDES) or tcp (INSTREAM streams)
 CLAMD_TMP=${CLAMD_TMP:-tmpfs} # clamd's TemporaryDirectory, where it writes every stream it
@@ -68,7 +74,7 @@ fi
 
 WORK=$(mktemp -d /tmp/passerelle-compare.XXXXXX)
 chmod 755 "$WORK" # Postfix's daemons run as the postfix user and must reach their queue
-SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF= SHM= CLAMD_SHM=
+SINK_PID= PASSERELLE_PID= IDLE_PID= PF_CONF= SHM= CLAMD_SHM= AMAVIS_PID= AMAVIS_TMP=
 
 stop_pid() {
     local pid=$1
@@ -103,6 +109,8 @@ stop_servers() {
     stop_pid "$PASSERELLE_PID"
     PASSERELLE_PID=
     stop_postfix
+    stop_pid "$AMAVIS_PID"
+    AMAVIS_PID=
     stop_pid "$SINK_PID"
     SINK_PID=
 }
@@ -113,6 +121,7 @@ cleanup() {
     pg_stop
     [ -z "$SHM" ] || rm -rf "$SHM"
     [ -z "$CLAMD_SHM" ] || rm -rf "$CLAMD_SHM"
+    [ -z "$AMAVIS_TMP" ] || rm -rf "$AMAVIS_TMP"
     if [ "$KEEP" = 1 ]; then
         log "scratch directory kept: $WORK"
     else
@@ -155,18 +164,21 @@ proc_ticks() {
     echo $((${12} + ${13} + ${14} + ${15}))
 }
 
-# A process and its children (Postfix's master and the daemons it runs).
+# Processes and their children (Postfix's master and the daemons it runs, amavisd's children).
 family() {
-    [ -n "$1" ] || return 0
-    echo "$1"
-    pgrep -P "$1" || true
+    local pid
+    for pid in "$@"; do
+        echo "$pid"
+        pgrep -P "$pid" || true
+    done
 }
 
 # CPU ticks of a process family. Children that exited were reaped by their parent: their time
 # is in the parent's cutime/cstime, so the sum only grows.
 family_ticks() {
     local total=0 pid
-    for pid in $(family "$1"); do
+    # shellcheck disable=SC2086
+    for pid in $(family $1); do
         total=$((total + $(proc_ticks "$pid")))
     done
     echo "$total"
@@ -175,7 +187,8 @@ family_ticks() {
 # Sum of PSS over a process family, in KiB.
 family_pss() {
     local total=0 pid kb
-    for pid in $(family "$1"); do
+    # shellcheck disable=SC2086
+    for pid in $(family $1); do
         kb=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
         total=$((total + ${kb:-0}))
     done
@@ -215,10 +228,11 @@ postmaster() {
     [ "$STORE" = postgres ] && [ -n "${PG_DIR:-}" ] && head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true
 }
 
-# The process family measured for each server.
+# The process families measured for each server (a space-separated list of parents).
 server_pid() {
     case $1 in
     postfix) postfix_master ;;
+    amavis) echo "$(postfix_master) $AMAVIS_PID" ;;
     passerelle) echo "$PASSERELLE_PID" ;;
     sink) echo "$SINK_PID" ;;
     esac
@@ -227,6 +241,7 @@ server_pid() {
 server_port() {
     case $1 in
     postfix) echo "$PF_PORT" ;;
+    amavis) echo "$PFA_PORT" ;;
     passerelle) echo "$PS_PORT" ;;
     sink) echo "$SINK_PORT" ;;
     esac
@@ -234,13 +249,8 @@ server_port() {
 
 # --- setting things up ---------------------------------------------------------------------------
 
-ensure_postfix() {
-    if [ -x /usr/sbin/postfix ]; then
-        return 0
-    fi
-    log "installing postfix from Debian's packages (no configuration, service not started)"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    # Keep the package's service from starting during the install.
+# Installs Debian packages without letting their services start (policy-rc.d answers 101).
+apt_install() {
     local policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
@@ -248,11 +258,27 @@ ensure_postfix() {
         policy=1
     fi
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+}
+
+ensure_postfix() {
+    if [ -x /usr/sbin/postfix ]; then
+        return 0
+    fi
+    log "installing postfix from Debian's packages (no configuration, service not started)"
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt_install postfix
     if command -v systemctl >/dev/null && systemctl is-active --quiet postfix 2>/dev/null; then
         systemctl stop postfix
     fi
+}
+
+ensure_amavis() {
+    case " $SERVERS " in *" amavis "*) ;; *) return 0 ;; esac
+    [ -x /usr/sbin/amavisd ] && return 0
+    log "installing amavisd-new from Debian's packages (service not started)"
+    apt_install amavisd-new
 }
 
 build() {
@@ -361,10 +387,96 @@ scache    unix  -       -       n       -       1       scache
 tlsproxy  unix  -       -       n       -       0       tlsproxy
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    case " $SERVERS " in *" amavis "*) postfix_amavis_services >>"$pf/conf/master.cf" ;; esac
     PF_CONF=$pf/conf
     postfix -c "$PF_CONF" check >"$pf/check.log" 2>&1 || { cat "$pf/check.log" >&2; exit 1; }
     postfix -c "$PF_CONF" start >"$pf/start.log" 2>&1 || { cat "$pf/start.log" >&2; exit 1; }
     wait_smtp "$PF_PORT" postfix
+}
+
+# amavisd-new as Postfix's content filter (its README.postfix setup): mail from Postfix's second
+# public listener goes to amavisd over SMTP, amavisd has clamd scan the message and its MIME
+# parts (CONTSCAN of its temporary directory) and hands the mail back to a third Postfix
+# listener, which relays it to the sink. No SpamAssassin, no DKIM: the virus work only, the
+# cheapest Amavis there is. Its temporary directory is on tmpfs, like clamd's.
+start_amavis() {
+    local am=$WORK/amavis
+    rm -rf "$am"
+    mkdir -p "$am/conf" "$am/home/var" "$am/home/db"
+    [ -n "$AMAVIS_TMP" ] || AMAVIS_TMP=$(mktemp -d /dev/shm/passerelle-amavis.XXXXXX)
+    cat >"$am/conf/amavisd.conf" <<EOF
+use strict;
+# As Debian's 01-debian: amavisd finds file(1) and the decoders on it.
+\$ENV{PATH} = \$path = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/bin:/bin';
+\$MYHOME = '$am/home';
+\$TEMPBASE = '$AMAVIS_TMP';
+\$db_home = '$am/home/db';
+\$helpers_home = '$am/home/var';
+\$lock_file = '$am/home/var/amavisd.lock';
+\$pid_file = '$am/home/var/amavisd.pid';
+\$daemon_user = 'amavis';
+\$daemon_group = 'amavis';
+\$max_servers = $AMAVIS_SERVERS;
+\$mydomain = 'bench.test';
+\$myhostname = 'amavis.bench.test';
+@local_domains_maps = (['example.test']);
+@mynetworks = qw(127.0.0.0/8);
+\$inet_socket_bind = '127.0.0.1';
+\$inet_socket_port = $AMAVIS_PORT;
+\$unix_socketname = undef;
+@inet_acl = qw(127.0.0.1);
+\$forward_method = 'smtp:[127.0.0.1]:$PF_REINJECT';
+\$notify_method = \$forward_method;
+\$do_syslog = 0;
+\$LOGFILE = '$am/home/amavis.log';
+\$log_level = 0;
+@bypass_spam_checks_maps = (1);
+\$enable_dkim_verification = 0;
+\$enable_dkim_signing = 0;
+\$final_virus_destiny = D_DISCARD;
+\$virus_admin = undef;
+\$QUARANTINEDIR = undef;
+\$virus_quarantine_to = undef;
+@av_scanners = (['ClamAV-clamd', \&ask_daemon, ["CONTSCAN {}\n", '$CLAMD_ADDRESS'],
+  qr/\bOK\$/m, qr/\bFOUND\$/m, qr/^.*?: (?!Infected Archive)(.*) FOUND\$/m ]);
+@av_scanners_backup = ();
+1;
+EOF
+    # Its home is its own; its config file and directory stay root's, as amavisd insists.
+    chown -R amavis:amavis "$am/home" "$AMAVIS_TMP"
+    amavisd -c "$am/conf/amavisd.conf" foreground >"$am/stdout.log" 2>&1 &
+    AMAVIS_PID=$!
+    wait_smtp "$AMAVIS_PORT" amavisd || { cat "$am/stdout.log" "$am/home/amavis.log" >&2; exit 1; }
+}
+
+# The Postfix side of Postfix+Amavis: a second public listener whose mail goes through amavisd,
+# and the listener amavisd gives it back to (no filter, no TLS on loopback, amavisd trusted).
+postfix_amavis_services() {
+    cat <<EOF
+127.0.0.1:$PFA_PORT inet n - n - 60 smtpd
+  -o content_filter=smtp-amavis:[127.0.0.1]:$AMAVIS_PORT
+smtp-amavis unix - - n - $AMAVIS_SERVERS smtp
+  -o smtp_data_done_timeout=1200
+  -o smtp_send_xforward_command=yes
+  -o smtp_tls_security_level=none
+  -o max_use=20
+127.0.0.1:$PF_REINJECT inet n - n - - smtpd
+  -o content_filter=
+  -o smtpd_tls_security_level=none
+  -o mynetworks=127.0.0.0/8
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o smtpd_client_restrictions=
+  -o smtpd_helo_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_data_restrictions=
+  -o smtpd_end_of_data_restrictions=
+  -o smtpd_error_sleep_time=0
+  -o smtpd_soft_error_limit=1001
+  -o smtpd_hard_error_limit=1000
+  -o smtpd_authorized_xforward_hosts=127.0.0.0/8
+  -o receive_override_options=no_header_body_checks,no_unknown_recipient_checks,no_milters
+EOF
 }
 
 store_url() {
@@ -452,7 +564,7 @@ run() {
     sample_pss "$pid" "$peak" &
     sampler=$!
     local perf_pid= perf_data=$WORK/perf-$key.data
-    if [ "$PERF" = 1 ] && [ "$server" = passerelle ] && [ "$load" = tput ] && [ "$round" = 1 ]; then
+    if [ "$PERF" = 1 ] && [ "$server" = passerelle ] && [ "$load" = "$PERF_LOAD" ] && [ "$round" = 1 ]; then
         perf record -F 250 --call-graph dwarf,16384 -p "$pid" -o "$perf_data" \
             >"$WORK/perf-$key.log" 2>&1 &
         perf_pid=$!
@@ -541,13 +653,15 @@ idle() {
 # The sink always (it is the next hop), then the servers being measured.
 start_servers() {
     start_sink "$1"
-    case " $SERVERS " in *" postfix "*) start_postfix "$1" ;; esac
+    case " $SERVERS " in *" amavis "*) start_amavis ;; esac
+    case " $SERVERS " in *" postfix "*|*" amavis "*) start_postfix "$1" ;; esac
     case " $SERVERS " in *" passerelle "*) start_passerelle "$1" ;; esac
 }
 
 # --- the run -------------------------------------------------------------------------------------
 
 ensure_postfix
+ensure_amavis
 build
 if [ "$CLAMD_TMP" = tmpfs ]; then
     CLAMD_SHM=$(mktemp -d /dev/shm/passerelle-clamd.XXXXXX)
@@ -559,7 +673,7 @@ postgres) [ -n "${DATABASE_URL:-}" ] || pg_start ;;
 tmpfs) SHM=$(mktemp -d /dev/shm/passerelle-bench.XXXXXX) ;;
 esac
 SINK_PORT=$(free_port) SINK_STATS=$(free_port) PF_PORT=$(free_port) PS_PORT=$(free_port)
-PS_ADMIN=$(free_port)
+PS_ADMIN=$(free_port) PFA_PORT=$(free_port) PF_REINJECT=$(free_port) AMAVIS_PORT=$(free_port)
 log "scratch directory $WORK; load: $N messages at $C connections, $N_LAT at $C_LAT; $SIZE octets, $SHAPE"
 log "other load on the machine now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -589,7 +703,9 @@ for key in $KEYS; do
         start_servers "$key"
         sleep 2
         for server in $SERVERS; do
-            if [ "$server" = postfix ]; then
+            if [ "$server" = amavis ]; then
+                continue # the same smtpd processes as Postfix's
+            elif [ "$server" = postfix ]; then
                 idle postfix "$IDLE_POSTFIX" "$key"
             else
                 idle "$server" "$IDLE" "$key"
@@ -631,11 +747,11 @@ for key in $KEYS; do
     printf '%-11s %10s %9s %11s %9s %9s %9s %10s %13s %10s\n' server "accepted/s" "e2e/s" \
         "CPU ms/msg" "clamd ms" "p50 ms" "p99 ms" "rate@$C_LAT" "out conn/msg" "client ms"
     for server in $SERVERS; do
-        printf '%-11s %10s %9s %11s %9s %9s %9s %10s %13s %10s\n' "$server" \
+        printf '%-11s %10s %9s %11s %9s %9s %9s %10s %13s %10s\n' "$([ "$server" = amavis ] && echo pf+amavis || echo "$server")" \
             "$(mean "$key" "$server" tput rate)" \
             "$(mean "$key" "$server" tput e2e_rate)" \
             "$(mean "$key" "$server" tput cpu_ms)" \
-            "$([ "$server" = passerelle ] && mean "$key" "$server" tput clamd_ms || echo -)" \
+            "$(case $server in passerelle|amavis) mean "$key" "$server" tput clamd_ms ;; *) echo - ;; esac)" \
             "$(mean "$key" "$server" lat p50_ms)" \
             "$(mean "$key" "$server" lat p99_ms)" \
             "$(mean "$key" "$server" lat rate)" \
@@ -653,6 +769,15 @@ for key in $KEYS; do
     echo "  accepted/s Passerelle/sink      $(ratio "$ps_rate" "$sk_rate")  (≥ 0.50)"
     echo "  CPU/msg    Passerelle/Postfix   $(ratio "$ps_cpu" "$pf_cpu")  (≤ 0.17)"
     echo "  p99 at $C_LAT  Passerelle/Postfix   $(ratio "$ps_p99" "$pf_p99")  (≤ 0.33)"
+    case " $SERVERS " in *" amavis "*)
+        echo "against Postfix+Amavis, which also has clamd scan every message (no target):"
+        echo "  e2e/s      Passerelle/Postfix+Amavis   $(ratio "$ps_e2e" "$(mean "$key" amavis tput e2e_rate)")"
+        echo "  CPU/msg    Passerelle/Postfix+Amavis   $(ratio "$ps_cpu" "$(mean "$key" amavis tput cpu_ms)")"
+        echo "  clamd/msg  Passerelle/Postfix+Amavis   $(ratio "$(mean "$key" passerelle tput clamd_ms)" "$(mean "$key" amavis tput clamd_ms)")"
+        echo "  p99 at $C_LAT  Passerelle/Postfix+Amavis   $(ratio "$ps_p99" "$(mean "$key" amavis lat p99_ms)")"
+        echo "  peak memory, Postfix+Amavis (all their processes): $((${R[$key,amavis,peak_pss]:-0} / 1024)) MiB"
+        ;;
+    esac
     echo "peak memory during the loads (PSS, sampled every 0.5 s; all processes for Postfix):" \
         "Postfix $((${R[$key,postfix,peak_pss]:-0} / 1024)) MiB," \
         "Passerelle $((${R[$key,passerelle,peak_pss]:-0} / 1024)) MiB" \
