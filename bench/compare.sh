@@ -65,6 +65,9 @@ PIPELINED=()
 
 log() { echo "compare: $*" >&2; }
 
+# True when SERVER is one of the servers measured.
+measuring() { [[ " $SERVERS " == *" $1 "* ]]; }
+
 if [ "$(id -u)" -ne 0 ]; then
     log "run as root: Postfix's master needs it (and installing packages)"
     exit 1
@@ -275,8 +278,9 @@ ensure_postfix() {
 }
 
 ensure_amavis() {
-    case " $SERVERS " in *" amavis "*) ;; *) return 0 ;; esac
-    [ -x /usr/sbin/amavisd ] && return 0
+    if ! measuring amavis || [ -x /usr/sbin/amavisd ]; then
+        return 0
+    fi
     log "installing amavisd-new from Debian's packages (service not started)"
     apt_install amavisd-new
 }
@@ -387,7 +391,7 @@ scache    unix  -       -       n       -       1       scache
 tlsproxy  unix  -       -       n       -       0       tlsproxy
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
-    case " $SERVERS " in *" amavis "*) postfix_amavis_services >>"$pf/conf/master.cf" ;; esac
+    if measuring amavis; then postfix_amavis_services >>"$pf/conf/master.cf"; fi
     PF_CONF=$pf/conf
     postfix -c "$PF_CONF" check >"$pf/check.log" 2>&1 || { cat "$pf/check.log" >&2; exit 1; }
     postfix -c "$PF_CONF" start >"$pf/start.log" 2>&1 || { cat "$pf/start.log" >&2; exit 1; }
@@ -653,9 +657,9 @@ idle() {
 # The sink always (it is the next hop), then the servers being measured.
 start_servers() {
     start_sink "$1"
-    case " $SERVERS " in *" amavis "*) start_amavis ;; esac
-    case " $SERVERS " in *" postfix "*|*" amavis "*) start_postfix "$1" ;; esac
-    case " $SERVERS " in *" passerelle "*) start_passerelle "$1" ;; esac
+    if measuring amavis; then start_amavis; fi
+    if measuring postfix || measuring amavis; then start_postfix "$1"; fi
+    if measuring passerelle; then start_passerelle "$1"; fi
 }
 
 # --- the run -------------------------------------------------------------------------------------
@@ -769,15 +773,14 @@ for key in $KEYS; do
     echo "  accepted/s Passerelle/sink      $(ratio "$ps_rate" "$sk_rate")  (≥ 0.50)"
     echo "  CPU/msg    Passerelle/Postfix   $(ratio "$ps_cpu" "$pf_cpu")  (≤ 0.17)"
     echo "  p99 at $C_LAT  Passerelle/Postfix   $(ratio "$ps_p99" "$pf_p99")  (≤ 0.33)"
-    case " $SERVERS " in *" amavis "*)
+    if measuring amavis; then
         echo "against Postfix+Amavis, which also has clamd scan every message (no target):"
         echo "  e2e/s      Passerelle/Postfix+Amavis   $(ratio "$ps_e2e" "$(mean "$key" amavis tput e2e_rate)")"
         echo "  CPU/msg    Passerelle/Postfix+Amavis   $(ratio "$ps_cpu" "$(mean "$key" amavis tput cpu_ms)")"
         echo "  clamd/msg  Passerelle/Postfix+Amavis   $(ratio "$(mean "$key" passerelle tput clamd_ms)" "$(mean "$key" amavis tput clamd_ms)")"
         echo "  p99 at $C_LAT  Passerelle/Postfix+Amavis   $(ratio "$ps_p99" "$(mean "$key" amavis lat p99_ms)")"
         echo "  peak memory, Postfix+Amavis (all their processes): $((${R[$key,amavis,peak_pss]:-0} / 1024)) MiB"
-        ;;
-    esac
+    fi
     echo "peak memory during the loads (PSS, sampled every 0.5 s; all processes for Postfix):" \
         "Postfix $((${R[$key,postfix,peak_pss]:-0} / 1024)) MiB," \
         "Passerelle $((${R[$key,passerelle,peak_pss]:-0} / 1024)) MiB" \
